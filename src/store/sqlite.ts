@@ -1,0 +1,277 @@
+/**
+ * The SQLite store (better-sqlite3, WAL): the local deployment's storage. One file holds
+ * conversations, turns, messages and events; `:memory:` gives a throw-away store.
+ *
+ * better-sqlite3 is synchronous; a write takes microseconds in WAL mode, less than handing it to a
+ * thread would cost. `synchronous = NORMAL` keeps every committed write across a process crash
+ * (`kill -9`); only a power loss may drop the last transactions.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { Conversation, ConversationEvent, Message, Turn, TurnStatus } from '../domain.js';
+import { ConflictError, StoreError, UnauthorizedError } from '../errors.js';
+import type { BeginTurnInput, RunningTurn, Store, TurnContext } from './types.js';
+
+interface EventRow {
+  conversation_id: string;
+  seq: number;
+  turn: number;
+  type: ConversationEvent['type'];
+  chunk: string | null;
+  error: string | null;
+  error_code: string | null;
+  stop_reason: string | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  latency_ms: number | null;
+  created_at: number;
+}
+
+interface ConversationRow {
+  id: string;
+  owner: string | null;
+  status: TurnStatus;
+  turn: number;
+  created_at: number;
+  updated_at: number;
+  cancel_requested_turn: number | null;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS conversations (
+  id TEXT PRIMARY KEY,
+  owner TEXT,
+  status TEXT NOT NULL,
+  turn INTEGER NOT NULL,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL,
+  cancel_requested_turn INTEGER
+);
+CREATE INDEX IF NOT EXISTS conversations_status ON conversations (status);
+CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
+CREATE TABLE IF NOT EXISTS turns (
+  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  turn INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  model_id TEXT,
+  started_at REAL NOT NULL,
+  ended_at REAL,
+  PRIMARY KEY (conversation_id, turn)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  turn INTEGER NOT NULL,
+  role TEXT NOT NULL,
+  content TEXT NOT NULL,
+  PRIMARY KEY (conversation_id, turn, role)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  turn INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  chunk TEXT,
+  error TEXT,
+  error_code TEXT,
+  stop_reason TEXT,
+  input_tokens INTEGER,
+  output_tokens INTEGER,
+  latency_ms INTEGER,
+  created_at REAL NOT NULL,
+  PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+`;
+
+/** Options of the SQLite store. */
+export interface SqliteStoreOptions {
+  /** Path of the database file, created with its folder when missing; `:memory:` for none. */
+  path: string;
+}
+
+/** Opens (and creates when needed) the SQLite store. Throws `StoreError` when the file cannot be opened. */
+export function createSqliteStore(options: SqliteStoreOptions): Store {
+  let database: Database.Database;
+  try {
+    if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+    database = new Database(options.path);
+    database.pragma('journal_mode = WAL');
+    database.pragma('synchronous = NORMAL');
+    database.pragma('foreign_keys = ON');
+    database.pragma('busy_timeout = 2000');
+    database.exec(SCHEMA);
+  } catch (error) {
+    throw new StoreError(`Cannot open the SQLite database at ${options.path}: ${(error as Error).message}`, error);
+  }
+
+  const statements = {
+    getConversation: database.prepare<[string], ConversationRow>('SELECT * FROM conversations WHERE id = ?'),
+    insertConversation: database.prepare(
+      `INSERT INTO conversations (id, owner, status, turn, created_at, updated_at) VALUES (?, ?, 'RUNNING', 1, ?, ?)`,
+    ),
+    startNextTurn: database.prepare(
+      `UPDATE conversations SET status = 'RUNNING', turn = turn + 1, updated_at = ?, cancel_requested_turn = NULL
+       WHERE id = ? AND status != 'RUNNING'`,
+    ),
+    insertTurn: database.prepare(
+      `INSERT INTO turns (conversation_id, turn, status, model_id, started_at) VALUES (?, ?, 'RUNNING', ?, ?)`,
+    ),
+    insertMessage: database.prepare(`INSERT INTO messages (conversation_id, turn, role, content) VALUES (?, ?, ?, ?)`),
+    insertEvent: database.prepare(
+      `INSERT INTO events (conversation_id, seq, turn, type, chunk, error, error_code, stop_reason, input_tokens,
+        output_tokens, latency_ms, created_at)
+       VALUES (@conversation_id, @seq, @turn, @type, @chunk, @error, @error_code, @stop_reason, @input_tokens,
+        @output_tokens, @latency_ms, @created_at)`,
+    ),
+    endTurn: database.prepare(`UPDATE turns SET status = ?, ended_at = ? WHERE conversation_id = ? AND turn = ? AND status = 'RUNNING'`),
+    endConversationTurn: database.prepare(`UPDATE conversations SET status = ?, updated_at = ? WHERE id = ? AND turn = ?`),
+    lastSeq: database.prepare<[string], { seq: number | null }>('SELECT MAX(seq) AS seq FROM events WHERE conversation_id = ?'),
+    listEvents: database.prepare<[string, number, number], EventRow>(
+      'SELECT * FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+    ),
+    listMessages: database.prepare<[string], Message>(
+      `SELECT turn, role, content FROM messages WHERE conversation_id = ? ORDER BY turn, CASE role WHEN 'user' THEN 0 ELSE 1 END`,
+    ),
+    historyBefore: database.prepare<[string, number], Message>(
+      `SELECT turn, role, content FROM messages WHERE conversation_id = ? AND turn < ?
+       ORDER BY turn, CASE role WHEN 'user' THEN 0 ELSE 1 END`,
+    ),
+    listTurns: database.prepare<[string], { turn: number; status: TurnStatus; model_id: string | null; started_at: number; ended_at: number | null }>(
+      'SELECT turn, status, model_id, started_at, ended_at FROM turns WHERE conversation_id = ? ORDER BY turn',
+    ),
+    requestCancel: database.prepare(`UPDATE conversations SET cancel_requested_turn = turn WHERE id = ? AND status = 'RUNNING'`),
+    runningTurns: database.prepare<[], { id: string; turn: number }>(`SELECT id, turn FROM conversations WHERE status = 'RUNNING'`),
+    deleteConversation: database.prepare('DELETE FROM conversations WHERE id = ?'),
+  };
+
+  const beginTurn = database.transaction((input: BeginTurnInput): number => {
+    const existing = statements.getConversation.get(input.conversationId);
+    let turn: number;
+    if (existing === undefined) {
+      statements.insertConversation.run(input.conversationId, input.owner ?? null, input.now, input.now);
+      turn = 1;
+    } else {
+      if (existing.owner !== null && input.owner != null && existing.owner !== input.owner) {
+        throw new UnauthorizedError();
+      }
+      if (statements.startNextTurn.run(input.now, input.conversationId).changes === 0) {
+        throw new ConflictError(input.conversationId);
+      }
+      turn = existing.turn + 1;
+    }
+    statements.insertTurn.run(input.conversationId, turn, input.modelId ?? null, input.now);
+    statements.insertMessage.run(input.conversationId, turn, 'user', input.prompt);
+    return turn;
+  });
+
+  const appendEvents = database.transaction((events: ConversationEvent[]) => {
+    for (const event of events) statements.insertEvent.run(toRow(event));
+  });
+
+  const endTurn = database.transaction((event: ConversationEvent, assistantText: string) => {
+    statements.insertEvent.run(toRow(event));
+    if (assistantText.length > 0) {
+      statements.insertMessage.run(event.conversationId, event.turn, 'assistant', assistantText);
+    }
+    statements.endTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
+    statements.endConversationTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
+  });
+
+  /** Runs a write, turning SQLite's errors into `StoreError` (domain errors pass through). */
+  const write = <T>(what: string, action: () => T): Promise<T> => {
+    try {
+      return Promise.resolve(action());
+    } catch (error) {
+      if (error instanceof ConflictError || error instanceof UnauthorizedError) return Promise.reject(error);
+      return Promise.reject(new StoreError(`Could not ${what}: ${(error as Error).message}`, error));
+    }
+  };
+
+  return {
+    beginTurn: (input) => write('start the turn', () => beginTurn(input)),
+    turnContext: (conversationId, turn): Promise<TurnContext> =>
+      write('read the conversation', () => ({
+        history: statements.historyBefore.all(conversationId, turn),
+        lastSeq: statements.lastSeq.get(conversationId)?.seq ?? 0,
+      })),
+    appendEvents: (events) => write('store the events', () => appendEvents(events)),
+    endTurn: ({ event, assistantText }) => write('end the turn', () => endTurn(event, assistantText)),
+    getConversation: (conversationId) =>
+      write('read the conversation', (): Conversation | null => {
+        const row = statements.getConversation.get(conversationId);
+        if (row === undefined) return null;
+        const turns: Turn[] = statements.listTurns.all(conversationId).map((turn) => ({
+          turn: turn.turn,
+          status: turn.status,
+          modelId: turn.model_id,
+          startedAt: turn.started_at,
+          endedAt: turn.ended_at,
+        }));
+        return {
+          conversationId: row.id,
+          owner: row.owner,
+          status: row.status,
+          lastSeq: statements.lastSeq.get(conversationId)?.seq ?? 0,
+          createdAt: row.created_at,
+          updatedAt: row.updated_at,
+          turns,
+          messages: statements.listMessages.all(conversationId),
+        };
+      }),
+    listEvents: (conversationId, afterSeq, limit = -1) =>
+      write('read the events', () => statements.listEvents.all(conversationId, afterSeq, limit).map(fromRow)),
+    requestCancel: (conversationId) =>
+      write('request cancellation', () => statements.requestCancel.run(conversationId).changes > 0),
+    isCancelRequested: (conversationId, turn) =>
+      write('read the conversation', () => statements.getConversation.get(conversationId)?.cancel_requested_turn === turn),
+    listRunningTurns: () =>
+      write('list running turns', (): RunningTurn[] =>
+        statements.runningTurns.all().map((row) => ({
+          conversationId: row.id,
+          turn: row.turn,
+          lastSeq: statements.lastSeq.get(row.id)?.seq ?? 0,
+        })),
+      ),
+    deleteConversation: (conversationId) =>
+      write('delete the conversation', () => statements.deleteConversation.run(conversationId).changes > 0),
+    close: async () => {
+      if (database.open) database.close();
+    },
+  };
+}
+
+function toRow(event: ConversationEvent): EventRow {
+  return {
+    conversation_id: event.conversationId,
+    seq: event.seq,
+    turn: event.turn,
+    type: event.type,
+    chunk: event.chunk,
+    error: event.error,
+    error_code: event.errorCode,
+    stop_reason: event.stopReason,
+    input_tokens: event.usage?.inputTokens ?? null,
+    output_tokens: event.usage?.outputTokens ?? null,
+    latency_ms: event.latencyMs,
+    created_at: event.createdAt,
+  };
+}
+
+function fromRow(row: EventRow): ConversationEvent {
+  return {
+    conversationId: row.conversation_id,
+    turn: row.turn,
+    seq: row.seq,
+    type: row.type,
+    chunk: row.chunk,
+    error: row.error,
+    errorCode: row.error_code,
+    stopReason: row.stop_reason,
+    usage:
+      row.input_tokens === null || row.output_tokens === null
+        ? null
+        : { inputTokens: row.input_tokens, outputTokens: row.output_tokens },
+    latencyMs: row.latency_ms,
+    createdAt: row.created_at,
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * Coalesces a model's text deltas into chunks: the first delta of a turn goes out at once (time to
+ * first token is what a person notices), later ones are gathered and flushed every `flushMs`, or as
+ * soon as `flushBytes` are waiting. `flushMs` 0 flushes every delta as it comes.
+ *
+ * The coalescer never splits a delta, so a multi-byte character is never cut.
+ */
+export interface CoalescerOptions {
+  /** Milliseconds to gather deltas after the first one; 0 disables gathering. */
+  flushMs: number;
+  /** Flush at once when this many UTF-8 bytes are waiting. */
+  flushBytes: number;
+  /** Receives each chunk; calls are made one at a time, in order. */
+  flush: (text: string) => Promise<void>;
+}
+
+export class Coalescer {
+  private buffer: string[] = [];
+  private bufferedBytes = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private sentFirst = false;
+  /** The chain of flushes, so chunks are written in order and errors surface in `drain`. */
+  private pending: Promise<void> = Promise.resolve();
+  private failure: unknown;
+
+  constructor(private readonly options: CoalescerOptions) {}
+
+  /** Adds a delta; it is flushed at once, at the next tick of the timer, or when the buffer fills. */
+  push(delta: string): void {
+    if (delta.length === 0) return;
+    this.buffer.push(delta);
+    this.bufferedBytes += Buffer.byteLength(delta, 'utf8');
+    if (!this.sentFirst || this.options.flushMs <= 0 || this.bufferedBytes >= this.options.flushBytes) {
+      this.sentFirst = true;
+      this.flushNow();
+    } else if (this.timer === undefined) {
+      this.timer = setTimeout(() => this.flushNow(), this.options.flushMs);
+    }
+  }
+
+  /** The first error a flush raised, if any; the worker checks it to stop the turn early. */
+  get error(): unknown {
+    return this.failure;
+  }
+
+  /** Flushes what is buffered and waits for every flush; rejects with the first flush error. */
+  async drain(): Promise<void> {
+    this.flushNow();
+    await this.pending;
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Stops the timer without flushing. */
+  dispose(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private flushNow(): void {
+    this.dispose();
+    if (this.buffer.length === 0) return;
+    const text = this.buffer.join('');
+    this.buffer = [];
+    this.bufferedBytes = 0;
+    this.pending = this.pending.then(async () => {
+      if (this.failure !== undefined) return;
+      try {
+        await this.options.flush(text);
+      } catch (error) {
+        this.failure = error;
+      }
+    });
+  }
+}

@@ -1,0 +1,29 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { makeEvent } from '../../src/domain.js';
+import { createSqliteStore } from '../../src/store/sqlite.js';
+import { describeStoreConformance } from './store.suite.js';
+
+describeStoreConformance('sqlite (in memory)', { create: async () => createSqliteStore({ path: ':memory:' }) });
+
+const folder = mkdtempSync(join(tmpdir(), 'longrun-store-'));
+describeStoreConformance('sqlite (file)', {
+  create: async () => createSqliteStore({ path: join(folder, 'nested', 'test.db') }),
+  dispose: async () => rmSync(folder, { recursive: true, force: true }),
+});
+
+it('keeps everything across reopening the file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-reopen-'));
+  const path = join(dir, 'db.sqlite');
+  const first = createSqliteStore({ path });
+  await first.beginTurn({ conversationId: 'c1', prompt: 'p', now: 1 });
+  await first.appendEvents([makeEvent({ conversationId: 'c1', turn: 1, seq: 1, type: 'CHUNK', chunk: 'kept 🦊', createdAt: 2 })]);
+  await first.close();
+  const second = createSqliteStore({ path });
+  expect((await second.listEvents('c1', 0)).map((event) => event.chunk)).toEqual(['kept 🦊']);
+  expect(await second.listRunningTurns()).toEqual([{ conversationId: 'c1', turn: 1, lastSeq: 1 }]);
+  await second.close();
+  rmSync(dir, { recursive: true, force: true });
+});
