@@ -1,0 +1,185 @@
+/**
+ * The gateway: one Node process, wire-compatible with AppSync, that runs the whole long-running
+ * invocation pattern locally: HTTP GraphQL, the AppSync real-time protocol, graphql-ws, the
+ * Event-mode invoker, the worker, SQLite and the configured model provider.
+ *
+ * `createGateway(config)` returns `{ start(), stop() }`; entry points only parse arguments and call it.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../config.js';
+import { createLocalInvoker } from '../invoker/local.js';
+import type { Invoker } from '../invoker/types.js';
+import { createLogger, type Logger } from '../log.js';
+import { createProvider } from '../providers/index.js';
+import type { ModelProvider } from '../providers/types.js';
+import { createInProcessPublisher } from '../publisher/in-process.js';
+import type { Publisher } from '../publisher/types.js';
+import { createAppSyncRealtimeServer } from '../realtime/server.js';
+import { createSqliteStore } from '../store/sqlite.js';
+import type { Store } from '../store/types.js';
+import { closeInterruptedTurns } from '../worker/recovery.js';
+import { runInvocation } from '../worker/run-invocation.js';
+import { createAuthenticator, resolveApiKey, type ApiKeySource, type IamVerifier } from './auth.js';
+import { createHttpHandler, type RouteHandler } from './http.js';
+import { Hub } from './hub.js';
+import { attachResolvers, type GatewayServices } from './operations.js';
+import { loadSchema } from './schema.js';
+import { attachWebSockets, GRAPHQL_PATH, REALTIME_PATH } from './websocket.js';
+
+/** Parts a caller (a test, an embedding application) may supply instead of the configured ones. */
+export interface GatewayOverrides {
+  provider?: ModelProvider;
+  store?: Store;
+  logger?: Logger;
+  clock?: () => number;
+  /** Verifies SigV4 requests (AWS_IAM); by default built from `config.workerCredentials`. */
+  verifyIam?: IamVerifier;
+  /** Extra HTTP routes, tried after the built-in ones. */
+  routes?: RouteHandler[];
+}
+
+/** Where a started gateway listens. */
+export interface GatewayEndpoints {
+  /** `http(s)://host:port/graphql` */
+  graphqlUrl: string;
+  /** `ws(s)://host:port/graphql/realtime` */
+  realtimeUrl: string;
+  /** `ws(s)://host:port/graphql`, the graphql-ws endpoint. */
+  graphqlWsUrl: string;
+  port: number;
+}
+
+export interface Gateway {
+  /** Opens the store, closes turns a crash left running, and listens. Rejects when the port is taken. */
+  start(): Promise<GatewayEndpoints>;
+  /** Stops taking work, ends running turns as interrupted, closes every socket and the store. */
+  stop(): Promise<void>;
+  /** The API key clients use, and whether it was generated. Set once `start` resolved. */
+  readonly apiKey: ApiKeySource;
+  readonly endpoints: GatewayEndpoints;
+  /** Internals for metrics and tests. */
+  readonly services: GatewayServices;
+}
+
+/** Creates the gateway. Nothing is opened until `start`. */
+export function createGateway(config: Config, overrides: GatewayOverrides = {}): Gateway {
+  const logger = overrides.logger ?? createLogger(config.logLevel);
+  const clock = overrides.clock ?? Date.now;
+  let apiKey: ApiKeySource | undefined;
+  let endpoints: GatewayEndpoints | undefined;
+  let services: GatewayServices | undefined;
+  let ready = false;
+  let shutdown: (() => Promise<void>) | undefined;
+
+  return {
+    get apiKey() {
+      if (!apiKey) throw new Error('The gateway has not started.');
+      return apiKey;
+    },
+    get endpoints() {
+      if (!endpoints) throw new Error('The gateway has not started.');
+      return endpoints;
+    },
+    get services() {
+      if (!services) throw new Error('The gateway has not started.');
+      return services;
+    },
+
+    async start() {
+      const loaded = loadSchema();
+      attachResolvers(loaded);
+      const store = overrides.store ?? createSqliteStore({ path: config.databasePath });
+      apiKey = resolveApiKey(config.apiKey, config.databasePath);
+      const provider = overrides.provider ?? (await createProvider(config.provider));
+      const hub = new Hub();
+      const publisher: Publisher = createInProcessPublisher(hub);
+      const workerOptions = {
+        flushMs: config.flushMs,
+        flushBytes: config.flushBytes,
+        turnTimeoutMs: config.turnTimeoutMs,
+        stallTimeoutMs: config.stallTimeoutMs,
+      };
+      const invoker: Invoker = createLocalInvoker({
+        maxConcurrent: config.maxConcurrentTurns,
+        logger,
+        run: (event, signal) =>
+          runInvocation(event, { provider, store, publisher, clock, logger, signal, options: workerOptions }),
+      });
+      services = { store, invoker, hub, logger, clock, maxPromptBytes: config.maxPromptBytes };
+
+      const closed = await closeInterruptedTurns(store, { clock, logger, publisher });
+      if (closed > 0) logger.warn('interrupted-turns-closed', { count: closed });
+
+      const authenticator = createAuthenticator({
+        apiKeys: [apiKey.key],
+        verifyIam: overrides.verifyIam ?? (await iamVerifierFor(config)),
+      });
+      const handler = createHttpHandler({
+        loaded,
+        services,
+        authenticator,
+        maxBodyBytes: config.maxBodyBytes,
+        isReady: () => ready,
+        routes: overrides.routes ?? [],
+      });
+      const server: Server = config.tls
+        ? createHttpsServer({ cert: readFileSync(config.tls.certPath), key: readFileSync(config.tls.keyPath) }, handler)
+        : createHttpServer(handler);
+      const realtime = createAppSyncRealtimeServer({
+        loaded,
+        services,
+        authenticator,
+        connectionTimeoutMs: config.connectionTimeoutMs,
+      });
+      const sockets = attachWebSockets({ server, realtime, loaded, services, authenticator, keepAliveMs: config.keepAliveMs });
+
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const { port } = server.address() as AddressInfo;
+      const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+      const secure = config.tls !== undefined;
+      endpoints = {
+        graphqlUrl: `${secure ? 'https' : 'http'}://${host}:${port}${GRAPHQL_PATH}`,
+        realtimeUrl: `${secure ? 'wss' : 'ws'}://${host}:${port}${REALTIME_PATH}`,
+        graphqlWsUrl: `${secure ? 'wss' : 'ws'}://${host}:${port}${GRAPHQL_PATH}`,
+        port,
+      };
+      ready = true;
+      logger.info('gateway-started', { graphqlUrl: endpoints.graphqlUrl, realtimeUrl: endpoints.realtimeUrl, provider: provider.name });
+
+      shutdown = async () => {
+        ready = false;
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        // Running turns end as interrupted while their subscribers are still connected, so
+        // clients see the ERROR event before the sockets close.
+        await invoker.stop();
+        await sockets.close();
+        server.closeAllConnections();
+        await serverClosed;
+        await store.close();
+        logger.info('gateway-stopped');
+      };
+      return endpoints;
+    },
+
+    async stop() {
+      const current = shutdown;
+      shutdown = undefined;
+      await current?.();
+    },
+  };
+}
+
+async function iamVerifierFor(config: Config): Promise<IamVerifier | undefined> {
+  if (!config.workerCredentials) return undefined;
+  const { createSigV4Verifier } = await import('./sigv4-verifier.js');
+  return createSigV4Verifier([config.workerCredentials]);
+}

@@ -1,0 +1,93 @@
+/**
+ * Starts a real gateway on 127.0.0.1, port 0, for a test, with fast simulated-model settings.
+ */
+import { loadConfig } from '../../src/config.js';
+import { createGateway, type Gateway, type GatewayEndpoints, type GatewayOverrides } from '../../src/gateway/index.js';
+
+export interface TestGateway {
+  gateway: Gateway;
+  endpoints: GatewayEndpoints;
+  apiKey: string;
+  /** POSTs a GraphQL request with the API key (or the given headers); returns status and parsed body. */
+  graphql(query: string, variables?: Record<string, unknown>, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
+  stop(): Promise<void>;
+}
+
+/** Environment used by tests unless overridden. */
+export const TEST_ENVIRONMENT: Record<string, string> = {
+  HOST: '127.0.0.1',
+  PORT: '0',
+  LONGRUN_DB: ':memory:',
+  LONGRUN_API_KEY: 'da2-testkeytestkeytestkeytestk',
+  LONGRUN_LOG_LEVEL: 'silent',
+  LONGRUN_SIM_TTFT_MS: '0',
+  LONGRUN_SIM_TOKENS_PER_SEC: '2000',
+  LONGRUN_FLUSH_MS: '10',
+  LONGRUN_KEEPALIVE_MS: '1000',
+};
+
+export async function startTestGateway(
+  environment: Record<string, string> = {},
+  overrides: GatewayOverrides = {},
+): Promise<TestGateway> {
+  const config = loadConfig({ ...TEST_ENVIRONMENT, ...environment });
+  const gateway = createGateway(config, overrides);
+  const endpoints = await gateway.start();
+  const apiKey = gateway.apiKey.key;
+  return {
+    gateway,
+    endpoints,
+    apiKey,
+    graphql: (query, variables, headers) => postGraphQL(endpoints.graphqlUrl, { query, variables }, headers ?? { 'x-api-key': apiKey }),
+    stop: () => gateway.stop(),
+  };
+}
+
+/** POSTs a body (an object, or a raw string sent as is) to a GraphQL URL. */
+export async function postGraphQL(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any }> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = text;
+  }
+  return { status: response.status, body: parsed };
+}
+
+export const START_MUTATION = /* GraphQL */ `
+  mutation Start($input: StartConversationInput!) {
+    startConversation(input: $input) { conversationId status }
+  }
+`;
+
+export const EVENTS_QUERY = /* GraphQL */ `
+  query Events($conversationId: ID!, $afterSeq: Int) {
+    conversationEvents(conversationId: $conversationId, afterSeq: $afterSeq) {
+      conversationId turn seq type chunk error errorCode stopReason usage { inputTokens outputTokens } latencyMs createdAt
+    }
+  }
+`;
+
+export const EVENT_FIELDS = 'conversationId turn seq type chunk error errorCode stopReason usage { inputTokens outputTokens } latencyMs createdAt';
+
+export const ON_EVENT_SUBSCRIPTION = /* GraphQL */ `
+  subscription OnEvent($conversationId: ID!) {
+    onConversationEvent(conversationId: $conversationId) { ${EVENT_FIELDS} }
+  }
+`;
+
+export const ON_CHUNK_SUBSCRIPTION = /* GraphQL */ `
+  subscription OnChunk($conversationId: ID!) {
+    onReceiveChunk(conversationId: $conversationId) { conversationId chunk }
+  }
+`;
