@@ -27,6 +27,7 @@ import { createHttpHandler, type RouteHandler } from './http.js';
 import { Hub } from './hub.js';
 import { attachResolvers, type GatewayServices } from './operations.js';
 import { loadSchema } from './schema.js';
+import { createSigV4Verifier } from './sigv4.js';
 import { attachWebSockets, GRAPHQL_PATH, REALTIME_PATH } from './websocket.js';
 
 /** Parts a caller (a test, an embedding application) may supply instead of the configured ones. */
@@ -115,7 +116,7 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
 
       const authenticator = createAuthenticator({
         apiKeys: [apiKey.key],
-        verifyIam: overrides.verifyIam ?? (await iamVerifierFor(config)),
+        verifyIam: overrides.verifyIam ?? iamVerifierFor(config, clock),
       });
       const handler = createHttpHandler({
         loaded,
@@ -178,8 +179,6 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
   };
 }
 
-async function iamVerifierFor(config: Config): Promise<IamVerifier | undefined> {
-  if (!config.workerCredentials) return undefined;
-  const { createSigV4Verifier } = await import('./sigv4-verifier.js');
-  return createSigV4Verifier([config.workerCredentials]);
+function iamVerifierFor(config: Config, clock: () => number): IamVerifier | undefined {
+  return config.workerCredentials ? createSigV4Verifier([config.workerCredentials], clock) : undefined;
 }
