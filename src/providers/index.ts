@@ -5,7 +5,11 @@ import type { ProviderConfig } from '../config.js';
 import { createSimulatedProvider } from './simulated.js';
 import type { ModelProvider } from './types.js';
 
-/** Creates the configured provider. */
+/**
+ * Creates the configured provider: `simulated` (the default), `bedrock` (region and credentials
+ * from the AWS SDK's standard settings) or `openai` (OPENAI_BASE_URL, OPENAI_API_KEY).
+ * LONGRUN_MODEL_ID, when set, replaces the provider's default model.
+ */
 export async function createProvider(config: ProviderConfig): Promise<ModelProvider> {
   switch (config.name) {
     case 'simulated':
@@ -13,9 +17,19 @@ export async function createProvider(config: ProviderConfig): Promise<ModelProvi
         ttftMs: config.simulated.ttftMs,
         tokensPerSecond: config.simulated.tokensPerSecond,
       });
-    case 'bedrock':
-    case 'openai':
-      throw new Error(`provider ${config.name} is not implemented yet`);
+    // The vendor SDKs load only when chosen, so the default start-up does not pay for them.
+    case 'bedrock': {
+      const { createBedrockProvider } = await import('./bedrock.js');
+      return createBedrockProvider({ modelId: config.modelId });
+    }
+    case 'openai': {
+      const { createOpenAIProvider } = await import('./openai.js');
+      return createOpenAIProvider({
+        baseUrl: config.openai.baseUrl,
+        apiKey: config.openai.apiKey,
+        modelId: config.modelId,
+      });
+    }
   }
 }
 

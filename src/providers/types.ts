@@ -60,4 +60,6 @@ export interface ModelProvider {
   /** The model used when a request names none. */
   readonly defaultModelId: string;
   stream(request: ModelRequest): AsyncIterable<StreamPart>;
+  /** Releases connections the provider holds; the gateway calls it when it stops. */
+  close?(): void | Promise<void>;
 }

@@ -29,7 +29,7 @@ afterAll(async () => {
 
 describe('HTTP', () => {
   it('refuses a missing or wrong API key with 401 UnauthorizedException', async () => {
-    for (const headers of [{}, { 'x-api-key': 'da2-wrong' }]) {
+    for (const headers of [{}, { 'x-api-key': 'da2-wrong' }] as Array<Record<string, string>>) {
       const result = await postGraphQL(test.endpoints.graphqlUrl, { query: '{ __typename }' }, headers);
       expect(result).toEqual({
         status: 401,
