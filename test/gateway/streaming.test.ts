@@ -190,3 +190,16 @@ it('answers /healthz', async () => {
   expect(response.status).toBe(200);
   expect(await response.json()).toEqual({ status: 'ok' });
 });
+
+it('serves subscriptions with fragments through graphql-js execution, alongside compiled ones', async () => {
+  const client = await RawAppSyncClient.ready(test.endpoints.realtimeUrl, test.apiKey);
+  const conversationId = randomUUID();
+  const fragment = `subscription($id: ID!) { onConversationEvent(conversationId: $id) { ...Fields } } fragment Fields on ConversationEvent { seq type chunk }`;
+  await client.subscribe('fragment', fragment, { id: conversationId });
+  await client.subscribe('plain', `subscription($id: ID!) { onConversationEvent(conversationId: $id) { seq type chunk } }`, { id: conversationId });
+  await test.graphql(START_MUTATION, { input: { prompt: 'fragments [tokens=40]', conversationId } });
+  const plain = await eventsUntilEnd(client, 'plain');
+  await client.until(() => (client.data('fragment').length === plain.length ? true : undefined));
+  expect(client.data('fragment').map((data) => data.onConversationEvent)).toEqual(plain);
+  client.close();
+});
