@@ -172,7 +172,8 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
             const result = execute({
               schema: loaded.schema,
               document: parsed.document,
-              rootValue: { [fieldName]: value },
+              // The subscription field's resolver returns the published payload itself, as for graphql-ws.
+              rootValue: value,
               variableValues: request.variables,
               operationName: request.operationName,
               contextValue: { principal: caller, services },
