@@ -64,6 +64,19 @@ const environmentSchema = z.object({
   LONGRUN_SIM_TTFT_MS: integer('LONGRUN_SIM_TTFT_MS', 300, 0, 600_000),
   LONGRUN_SIM_TOKENS_PER_SEC: integer('LONGRUN_SIM_TOKENS_PER_SEC', 50, 0, 1_000_000),
   LONGRUN_LOG_LEVEL: choice('LONGRUN_LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'], 'info'),
+  LONGRUN_LOG_PROMPTS: choice('LONGRUN_LOG_PROMPTS', ['true', 'false'], 'false'),
+  LONGRUN_AUTH: choice('LONGRUN_AUTH', ['apikey', 'oidc'], 'apikey'),
+  LONGRUN_API_KEYS_FILE: optionalText,
+  LONGRUN_OIDC_ISSUER: optionalText,
+  LONGRUN_OIDC_AUDIENCE: optionalText,
+  LONGRUN_OIDC_JWKS_URL: optionalText,
+  LONGRUN_TURNS_PER_MINUTE: integer('LONGRUN_TURNS_PER_MINUTE', 60, 1, 1_000_000),
+  LONGRUN_MAX_TURNS_PER_PRINCIPAL: integer('LONGRUN_MAX_TURNS_PER_PRINCIPAL', 16, 1, 100_000),
+  LONGRUN_MAX_CONNECTIONS_PER_ADDRESS: integer('LONGRUN_MAX_CONNECTIONS_PER_ADDRESS', 10_000, 1, 10_000_000),
+  LONGRUN_MAX_MESSAGE_BYTES: integer('LONGRUN_MAX_MESSAGE_BYTES', 240 * 1024, 1024, 1024 * 1024),
+  LONGRUN_IDLE_TIMEOUT_MS: integer('LONGRUN_IDLE_TIMEOUT_MS', 300_000, 100),
+  LONGRUN_MAX_BUFFERED_BYTES: integer('LONGRUN_MAX_BUFFERED_BYTES', 8 * 1024 * 1024, 1024),
+  LONGRUN_RETENTION_DAYS: integer('LONGRUN_RETENTION_DAYS', 7, 0, 36_500),
   OPENAI_BASE_URL: optionalText,
   OPENAI_API_KEY: optionalText,
   AWS_REGION: optionalText,
@@ -105,6 +118,28 @@ export interface Config {
   /** `connectionTimeoutMs` announced in `connection_ack`. */
   connectionTimeoutMs: number;
   logLevel: LogLevel;
+  /** Log prompt text (LONGRUN_LOG_PROMPTS=true); off by default. */
+  logPrompts: boolean;
+  /** `apikey` (AppSync's API_KEY mode) or `oidc` (OPENID_CONNECT: conversations belong to the token's `sub`). */
+  auth:
+    | { mode: 'apikey'; keysFile: string | undefined }
+    | { mode: 'oidc'; issuer: string; audience: string; jwksUrl: string };
+  limits: {
+    /** Turns one key or owner may start per minute (LONGRUN_TURNS_PER_MINUTE). */
+    turnsPerMinute: number;
+    /** Turns one key or owner may have running or queued at once (LONGRUN_MAX_TURNS_PER_PRINCIPAL). */
+    turnsPerPrincipal: number;
+    /** WebSocket connections one address may hold (LONGRUN_MAX_CONNECTIONS_PER_ADDRESS). */
+    connectionsPerAddress: number;
+    /** Largest realtime message (LONGRUN_MAX_MESSAGE_BYTES, AppSync's 240 KB by default). */
+    messageBytes: number;
+    /** A realtime connection without a subscription for this long is closed (LONGRUN_IDLE_TIMEOUT_MS). */
+    idleTimeoutMs: number;
+    /** A subscriber with more than this waiting to be sent is disconnected (LONGRUN_MAX_BUFFERED_BYTES). */
+    bufferedBytes: number;
+  };
+  /** Conversations not updated for this many days are deleted; 0 keeps them (LONGRUN_RETENTION_DAYS). */
+  retentionDays: number;
 }
 
 /** Thrown by `loadConfig`; its message lists every bad variable. */
@@ -128,6 +163,14 @@ export function loadConfig(environment: Record<string, string | undefined> = pro
   }
   if ((env.LONGRUN_WORKER_ACCESS_KEY_ID === undefined) !== (env.LONGRUN_WORKER_SECRET_ACCESS_KEY === undefined)) {
     problems.push('LONGRUN_WORKER_ACCESS_KEY_ID and LONGRUN_WORKER_SECRET_ACCESS_KEY must be set together, or neither');
+  }
+  if (env.LONGRUN_AUTH === 'oidc') {
+    for (const name of ['LONGRUN_OIDC_ISSUER', 'LONGRUN_OIDC_AUDIENCE', 'LONGRUN_OIDC_JWKS_URL'] as const) {
+      if (env[name] === undefined) problems.push(`${name} is required when LONGRUN_AUTH=oidc`);
+    }
+    if (env.LONGRUN_OIDC_JWKS_URL !== undefined && !/^https?:\/\/\S+$/.test(env.LONGRUN_OIDC_JWKS_URL)) {
+      problems.push(`LONGRUN_OIDC_JWKS_URL must be an http:// or https:// URL; got "${env.LONGRUN_OIDC_JWKS_URL}"`);
+    }
   }
   if (env.OPENAI_BASE_URL !== undefined && !/^https?:\/\/[^\s]+$/.test(env.OPENAI_BASE_URL)) {
     problems.push(`OPENAI_BASE_URL must be an http:// or https:// URL; got "${env.OPENAI_BASE_URL}"`);
@@ -165,5 +208,24 @@ export function loadConfig(environment: Record<string, string | undefined> = pro
     keepAliveMs: env.LONGRUN_KEEPALIVE_MS,
     connectionTimeoutMs: env.LONGRUN_CONNECTION_TIMEOUT_MS,
     logLevel: env.LONGRUN_LOG_LEVEL,
+    logPrompts: env.LONGRUN_LOG_PROMPTS === 'true',
+    auth:
+      env.LONGRUN_AUTH === 'oidc'
+        ? {
+            mode: 'oidc',
+            issuer: env.LONGRUN_OIDC_ISSUER!,
+            audience: env.LONGRUN_OIDC_AUDIENCE!,
+            jwksUrl: env.LONGRUN_OIDC_JWKS_URL!,
+          }
+        : { mode: 'apikey', keysFile: env.LONGRUN_API_KEYS_FILE },
+    limits: {
+      turnsPerMinute: env.LONGRUN_TURNS_PER_MINUTE,
+      turnsPerPrincipal: env.LONGRUN_MAX_TURNS_PER_PRINCIPAL,
+      connectionsPerAddress: env.LONGRUN_MAX_CONNECTIONS_PER_ADDRESS,
+      messageBytes: env.LONGRUN_MAX_MESSAGE_BYTES,
+      idleTimeoutMs: env.LONGRUN_IDLE_TIMEOUT_MS,
+      bufferedBytes: env.LONGRUN_MAX_BUFFERED_BYTES,
+    },
+    retentionDays: env.LONGRUN_RETENTION_DAYS,
   };
 }

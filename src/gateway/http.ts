@@ -3,7 +3,7 @@
  * `GET /healthz`, CORS, and hooks for other routes (metrics, the web page).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Authenticator } from './auth.js';
+import { isRefusal, type Authenticator } from './auth.js';
 import { appSyncError, executeOperation, type GatewayServices, type GraphQLRequest } from './operations.js';
 import type { LoadedSchema } from './schema.js';
 
@@ -85,21 +85,15 @@ export function createHttpHandler(options: HttpHandlerOptions) {
       return;
     }
     const headers = lowerCaseHeaders(request);
-    const principal = options.authenticator.authenticate({
+    const principal = await options.authenticator.authenticate({
       headers,
       method: request.method ?? 'POST',
       path: request.url ?? '/graphql',
       body,
     });
-    if (principal === undefined || 'error' in principal) {
-      const iam = principal !== undefined;
-      sendJson(response, iam ? 403 : 401, {
-        errors: [
-          appSyncError(
-            iam ? 'InvalidSignatureException' : 'UnauthorizedException',
-            iam ? principal.error : 'You are not authorized to make this call.',
-          ),
-        ],
+    if (isRefusal(principal)) {
+      sendJson(response, principal.signature ? 403 : 401, {
+        errors: [appSyncError(principal.signature ? 'InvalidSignatureException' : 'UnauthorizedException', principal.error)],
       });
       return;
     }

@@ -53,13 +53,14 @@ export class Hub {
 
   /**
    * An async iterator over a topic, for graphql-js `subscribe` (the graphql-ws endpoint). Values
-   * published while the consumer is busy are queued in order.
+   * published while the consumer is busy are queued in order; `accept` can refuse deliveries.
    */
-  iterate(topic: Topic, conversationId: string): AsyncIterableIterator<unknown> {
+  iterate(topic: Topic, conversationId: string, accept: () => boolean = () => true): AsyncIterableIterator<unknown> {
     const queue: unknown[] = [];
     let wake: (() => void) | undefined;
     let done = false;
     const unsubscribe = this.subscribe(topic, conversationId, (value) => {
+      if (!accept()) return;
       queue.push(value);
       wake?.();
     });

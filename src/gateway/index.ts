@@ -13,6 +13,7 @@ import type { Config } from '../config.js';
 import { createLocalInvoker } from '../invoker/local.js';
 import type { Invoker } from '../invoker/types.js';
 import { createLogger, type Logger } from '../log.js';
+import { createMetrics } from '../metrics.js';
 import { createProvider } from '../providers/index.js';
 import type { ModelProvider } from '../providers/types.js';
 import { createInProcessPublisher } from '../publisher/in-process.js';
@@ -22,9 +23,11 @@ import { createSqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
 import { closeInterruptedTurns } from '../worker/recovery.js';
 import { runInvocation } from '../worker/run-invocation.js';
-import { createAuthenticator, resolveApiKey, type ApiKeySource, type IamVerifier } from './auth.js';
+import { createConversationAccess } from './access.js';
+import { createApiKeyRing, createAuthenticator, createOidcVerifier, resolveApiKey, type ApiKeySource, type IamVerifier } from './auth.js';
 import { createHttpHandler, type RouteHandler } from './http.js';
 import { Hub } from './hub.js';
+import { createTurnLimiter } from './limits.js';
 import { attachResolvers, type GatewayServices } from './operations.js';
 import { loadSchema } from './schema.js';
 import { createSigV4Verifier } from './sigv4.js';
@@ -90,41 +93,63 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
     },
 
     async start() {
-      const loaded = loadSchema();
+      const loaded = loadSchema(undefined, config.auth.mode === 'oidc' ? ['OPENID_CONNECT'] : ['API_KEY']);
       attachResolvers(loaded);
       const store = overrides.store ?? createSqliteStore({ path: config.databasePath });
       apiKey = resolveApiKey(config.apiKey, config.databasePath);
       const provider = overrides.provider ?? (await createProvider(config.provider));
       const hub = new Hub();
-      const publisher: Publisher = createInProcessPublisher(hub);
+      const metrics = createMetrics({ clock });
+      const publisher: Publisher = metrics.publisher(createInProcessPublisher(hub));
       const workerOptions = {
         flushMs: config.flushMs,
         flushBytes: config.flushBytes,
         turnTimeoutMs: config.turnTimeoutMs,
         stallTimeoutMs: config.stallTimeoutMs,
       };
+      const limits = createTurnLimiter({ ...config.limits, clock });
       const invoker: Invoker = createLocalInvoker({
         maxConcurrent: config.maxConcurrentTurns,
         logger,
         run: (event, signal) =>
-          runInvocation(event, { provider, store, publisher, clock, logger, signal, options: workerOptions }),
+          runInvocation(event, { provider, store, publisher, clock, logger, signal, options: workerOptions, onPart: metrics.observeTurn() }).finally(
+            () => limits.release(event.conversationId),
+          ),
       });
-      services = { store, invoker, hub, logger, clock, maxPromptBytes: config.maxPromptBytes };
+      services = {
+        store,
+        invoker,
+        hub,
+        logger,
+        clock,
+        maxPromptBytes: config.maxPromptBytes,
+        access: createConversationAccess({ store, enforceOwners: config.auth.mode === 'oidc' }),
+        limits,
+        logPrompts: config.logPrompts,
+      };
 
       const closed = await closeInterruptedTurns(store, { clock, logger, publisher });
       if (closed > 0) logger.warn('interrupted-turns-closed', { count: closed });
 
       const authenticator = createAuthenticator({
-        apiKeys: [apiKey.key],
+        mode: config.auth.mode,
+        apiKeys: createApiKeyRing({
+          fixed: config.auth.mode === 'apikey' ? [{ key: apiKey.key }] : [],
+          file: config.auth.mode === 'apikey' ? config.auth.keysFile : undefined,
+          clock,
+          onError: (message) => logger.error('api-keys-file-unreadable', { message }),
+        }),
+        verifyToken: config.auth.mode === 'oidc' ? createOidcVerifier(config.auth) : undefined,
         verifyIam: overrides.verifyIam ?? iamVerifierFor(config, clock),
       });
+      const pruner = startRetention(store, config.retentionDays, clock, logger);
       const handler = createHttpHandler({
         loaded,
         services,
         authenticator,
         maxBodyBytes: config.maxBodyBytes,
         isReady: () => ready,
-        routes: overrides.routes ?? [],
+        routes: [metrics.route, ...(overrides.routes ?? [])],
       });
       const server: Server = config.tls
         ? createHttpsServer({ cert: readFileSync(config.tls.certPath), key: readFileSync(config.tls.keyPath) }, handler)
@@ -134,8 +159,20 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
         services,
         authenticator,
         connectionTimeoutMs: config.connectionTimeoutMs,
+        maxBufferedBytes: config.limits.bufferedBytes,
+        maxMessageBytes: config.limits.messageBytes,
       });
-      const sockets = attachWebSockets({ server, realtime, loaded, services, authenticator, keepAliveMs: config.keepAliveMs });
+      const sockets = attachWebSockets({
+        server,
+        realtime,
+        loaded,
+        services,
+        authenticator,
+        keepAliveMs: config.keepAliveMs,
+        maxConnectionsPerAddress: config.limits.connectionsPerAddress,
+        idleTimeoutMs: config.limits.idleTimeoutMs,
+      });
+      metrics.collectFrom({ invoker, hub, sockets });
 
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -158,6 +195,7 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
 
       shutdown = async () => {
         ready = false;
+        clearInterval(pruner);
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         // Running turns end as interrupted while their subscribers are still connected, so
         // clients see the ERROR event before the sockets close.
@@ -166,6 +204,7 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
         server.closeAllConnections();
         await serverClosed;
         await store.close();
+        await provider.close?.();
         logger.info('gateway-stopped');
       };
       return endpoints;
@@ -177,6 +216,24 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
       await current?.();
     },
   };
+}
+
+/**
+ * Deletes conversations not updated for `days` days (LONGRUN_RETENTION_DAYS; 0 keeps everything),
+ * at start and then hourly. Returns the timer.
+ */
+function startRetention(store: Store, days: number, clock: () => number, logger: Logger): ReturnType<typeof setInterval> | undefined {
+  if (days <= 0) return undefined;
+  const prune = (): void => {
+    store.pruneConversations(clock() - days * 24 * 60 * 60 * 1000).then(
+      (count) => count > 0 && logger.info('conversations-pruned', { count, retentionDays: days }),
+      (error: unknown) => logger.error('prune-failed', { error }),
+    );
+  };
+  prune();
+  const timer = setInterval(prune, 60 * 60 * 1000);
+  timer.unref();
+  return timer;
 }
 
 function iamVerifierFor(config: Config, clock: () => number): IamVerifier | undefined {

@@ -14,13 +14,15 @@ import {
   type GraphQLFieldResolver,
   type GraphQLObjectType,
 } from 'graphql';
-import { isTerminal, type ConversationEvent, type InvocationEvent } from '../domain.js';
+import type { ConversationEvent, InvocationEvent } from '../domain.js';
 import { BadRequestError, LongrunError, NotFoundError } from '../errors.js';
 import type { Invoker } from '../invoker/types.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
+import type { ConversationAccess } from './access.js';
 import type { Principal } from './auth.js';
 import type { Hub } from './hub.js';
+import type { TurnLimiter } from './limits.js';
 import type { LoadedSchema } from './schema.js';
 
 /** What the resolvers use. */
@@ -31,6 +33,10 @@ export interface GatewayServices {
   logger: Logger;
   clock: () => number;
   maxPromptBytes: number;
+  access: ConversationAccess;
+  limits: TurnLimiter;
+  /** Log prompt text with `turn-started` (LONGRUN_LOG_PROMPTS). */
+  logPrompts: boolean;
 }
 
 /** The context of one operation. */
@@ -58,47 +64,69 @@ export function attachResolvers(loaded: LoadedSchema): void {
   const { schema } = loaded;
   const resolvers: Record<string, Record<string, GraphQLFieldResolver<unknown, OperationContext, any>>> = {
     Query: {
-      conversation: async (_root, args: { conversationId: string }, { services }) =>
-        services.store.getConversation(checkConversationId(args.conversationId)),
-      conversationEvents: async (_root, args: { conversationId: string; afterSeq?: number | null; limit?: number | null }, { services }) => {
+      conversation: async (_root, args: { conversationId: string }, { services, principal }) =>
+        services.access.load(principal, checkConversationId(args.conversationId)),
+      conversationEvents: async (
+        _root,
+        args: { conversationId: string; afterSeq?: number | null; limit?: number | null },
+        { services, principal },
+      ) => {
         const conversationId = checkConversationId(args.conversationId);
+        if ((await services.access.load(principal, conversationId)) === null) throw new NotFoundError(conversationId);
         const afterSeq = args.afterSeq ?? 0;
         if (afterSeq < 0) throw new BadRequestError(`afterSeq must be 0 or more; got ${afterSeq}.`);
         const limit = args.limit ?? MAX_EVENTS_PAGE;
         if (limit < 1 || limit > MAX_EVENTS_PAGE) {
           throw new BadRequestError(`limit must be from 1 to ${MAX_EVENTS_PAGE}; got ${limit}. Page with afterSeq for more.`);
         }
-        const events = await services.store.listEvents(conversationId, afterSeq, limit);
-        if (events.length === 0 && (await services.store.getConversation(conversationId)) === null) {
-          throw new NotFoundError(conversationId);
-        }
-        return events;
+        return services.store.listEvents(conversationId, afterSeq, limit);
       },
     },
     Mutation: {
       startConversation: async (_root, args: { input: StartInput }, { services, principal }) => {
         const input = checkStartInput(args.input, services.maxPromptBytes);
         const conversationId = input.conversationId ?? randomUUID();
-        const turn = await services.store.beginTurn({
-          conversationId,
-          prompt: input.prompt,
-          modelId: input.modelId,
-          owner: principal.mode === 'OPENID_CONNECT' ? principal.id : null,
-          now: services.clock(),
-        });
+        const owner = services.access.ownerFor(principal);
+        services.limits.admit(principal.id, conversationId);
+        let turn: number;
+        try {
+          turn = await services.store.beginTurn({ conversationId, prompt: input.prompt, modelId: input.modelId, owner, now: services.clock() });
+        } catch (error) {
+          services.limits.release(conversationId);
+          throw error;
+        }
+        services.access.remember(conversationId, owner);
         const event: InvocationEvent = { ...withoutUndefined(input), conversationId, turn, prompt: input.prompt };
         services.invoker.dispatch(event);
-        services.logger.info('turn-started', { conversationId, turn, principal: principal.id });
+        services.logger.info('turn-started', {
+          conversationId,
+          turn,
+          principal: principal.id,
+          promptBytes: Buffer.byteLength(input.prompt, 'utf8'),
+          ...(services.logPrompts ? { prompt: input.prompt, system: input.system } : {}),
+        });
         return { conversationId, status: 'STARTED' };
       },
-      cancelConversation: async (_root, args: { conversationId: string }, { services }) => {
+      cancelConversation: async (_root, args: { conversationId: string }, { services, principal }) => {
         const conversationId = checkConversationId(args.conversationId);
-        const conversation = await services.store.getConversation(conversationId);
+        const conversation = await services.access.load(principal, conversationId);
         if (conversation === null) throw new NotFoundError(conversationId);
         if (conversation.status !== 'RUNNING') return { conversationId, status: conversation.status };
         await services.store.requestCancel(conversationId);
         services.invoker.cancel(conversationId);
         return { conversationId, status: 'CANCELLING' };
+      },
+      deleteConversation: async (_root, args: { conversationId: string }, { services, principal }) => {
+        const conversationId = checkConversationId(args.conversationId);
+        const conversation = await services.access.load(principal, conversationId);
+        if (conversation === null) throw new NotFoundError(conversationId);
+        if (conversation.status === 'RUNNING') {
+          throw new LongrunError('ConflictException', `Conversation ${conversationId} has a turn running; cancel it before deleting the conversation.`);
+        }
+        await services.store.deleteConversation(conversationId);
+        services.access.forget(conversationId);
+        services.logger.info('conversation-deleted', { conversationId, principal: principal.id });
+        return { conversationId, status: 'DELETED' };
       },
       sendChunk: (_root, args: { conversationId: string; chunk: string }, { services }) => {
         const value = { conversationId: args.conversationId, chunk: args.chunk };
@@ -131,9 +159,11 @@ export function attachResolvers(loaded: LoadedSchema): void {
       };
       if (typeName === 'Subscription') {
         field.resolve = resolve;
-        field.subscribe = (_root, args: { conversationId: string }, context: OperationContext) => {
+        field.subscribe = async (_root, args: { conversationId: string }, context: OperationContext) => {
           if (!allowed.has(context.principal.mode)) throw notAuthorized(fieldName, typeName);
-          return context.services.hub.iterate(fieldName as 'onConversationEvent' | 'onReceiveChunk', args.conversationId);
+          const conversationId = checkConversationId(args.conversationId);
+          const accept = await context.services.access.gate(context.principal, conversationId);
+          return context.services.hub.iterate(fieldName as 'onConversationEvent' | 'onReceiveChunk', conversationId, accept);
         };
       } else {
         field.resolve = guarded;
@@ -325,4 +355,3 @@ function withoutUndefined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;
 }
 
-export { isTerminal };

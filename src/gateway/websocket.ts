@@ -9,11 +9,11 @@ import type { Duplex } from 'node:stream';
 import { execute, parse, subscribe, validate } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { Authenticator, Principal } from './auth.js';
+import { isRefusal, type Authenticator, type Principal } from './auth.js';
 import type { GatewayServices, OperationContext } from './operations.js';
 import type { LoadedSchema } from './schema.js';
 import { APPSYNC_SUBPROTOCOL } from '../realtime/protocol.js';
-import type { AppSyncRealtimeServer, RealtimeConnection } from '../realtime/server.js';
+import { CloseCode, type AppSyncRealtimeServer, type RealtimeConnection } from '../realtime/server.js';
 
 /** Paths of the realtime endpoints. */
 export const REALTIME_PATH = '/graphql/realtime';
@@ -26,6 +26,10 @@ export interface WebSocketAdapterOptions {
   services: GatewayServices;
   authenticator: Authenticator;
   keepAliveMs: number;
+  /** WebSocket connections one client address may hold; more are refused with HTTP 429. */
+  maxConnectionsPerAddress: number;
+  /** A realtime connection with no subscription for this long is closed (code 4410). */
+  idleTimeoutMs: number;
   /** Largest frame `ws` reads; larger ones close the socket with 1009. AppSync's 240 KB limit is checked by the core, below this. */
   maxFrameBytes?: number;
 }
@@ -42,6 +46,7 @@ export function attachWebSockets(options: WebSocketAdapterOptions): { close(): P
   const standard = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false });
   const connections = new Map<WebSocket, RealtimeConnection | undefined>();
   const alive = new WeakSet<WebSocket>();
+  const perAddress = new Map<string, number>();
 
   const dispose = useServer<Record<string, unknown>, { principal?: Principal }>(
     {
@@ -53,25 +58,32 @@ export function attachWebSockets(options: WebSocketAdapterOptions): { close(): P
       execute,
       subscribe,
       context: (context): OperationContext => ({ principal: context.extra.principal!, services: options.services }),
-      onConnect: (context) => {
+      onConnect: async (context) => {
         const params = context.connectionParams ?? {};
         const headers = (typeof params.headers === 'object' && params.headers !== null ? params.headers : {}) as Record<string, unknown>;
-        const key = [params['x-api-key'], params.apiKey, headers['x-api-key']].find((value) => typeof value === 'string') as string | undefined;
-        const principal = options.authenticator.checkApiKey(key);
-        if (!principal) return false;
-        context.extra.principal = principal;
+        const pick = (...values: unknown[]): string | undefined => values.find((value) => typeof value === 'string') as string | undefined;
+        const result = await options.authenticator.authenticateHeaders({
+          'x-api-key': pick(params['x-api-key'], params.apiKey, headers['x-api-key']),
+          authorization: pick(params.Authorization, params.authorization, headers.Authorization, headers.authorization),
+        });
+        if (isRefusal(result)) return false;
+        context.extra.principal = result;
         return true;
       },
     },
     standard,
   );
 
-  const track = (socket: WebSocket, connection: RealtimeConnection | undefined): void => {
+  const track = (socket: WebSocket, connection: RealtimeConnection | undefined, address: string): void => {
     connections.set(socket, connection);
+    perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
     alive.add(socket);
     socket.on('pong', () => alive.add(socket));
     socket.on('close', () => {
       connections.delete(socket);
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left <= 0) perAddress.delete(address);
+      else perAddress.set(address, left);
       connection?.closed();
     });
     socket.on('error', () => socket.terminate());
@@ -93,10 +105,10 @@ export function attachWebSockets(options: WebSocketAdapterOptions): { close(): P
       },
       { url, subprotocols, remoteAddress: request.socket.remoteAddress },
     );
-    track(socket, connection);
+    track(socket, connection, request.socket.remoteAddress ?? '');
     socket.on('message', (data, isBinary) => connection.message(toBuffer(data), isBinary));
   });
-  standard.on('connection', (socket: WebSocket) => track(socket, undefined));
+  standard.on('connection', (socket: WebSocket, request: IncomingMessage) => track(socket, undefined, request.socket.remoteAddress ?? ''));
 
   const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const path = new URL(request.url ?? '/', 'http://localhost').pathname;
@@ -105,11 +117,20 @@ export function attachWebSockets(options: WebSocketAdapterOptions): { close(): P
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nWebSocket endpoints: /graphql/realtime (AppSync) and /graphql (graphql-ws)\n');
       return;
     }
+    const address = request.socket.remoteAddress ?? '';
+    const held = perAddress.get(address) ?? 0;
+    if (held >= options.maxConnectionsPerAddress) {
+      socket.end(
+        `HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nRetry-After: 5\r\nConnection: close\r\n\r\nToo many WebSocket connections from ${address}: the limit is ${options.maxConnectionsPerAddress} (LONGRUN_MAX_CONNECTIONS_PER_ADDRESS). Close one, or use more subscriptions per connection.\n`,
+      );
+      return;
+    }
     target.handleUpgrade(request, socket, head, (ws) => target.emit('connection', ws, request));
   };
   options.server.on('upgrade', onUpgrade);
 
   const timer = setInterval(() => {
+    const now = options.services.clock();
     for (const [socket, connection] of connections) {
       if (!alive.has(socket)) {
         socket.terminate();
@@ -117,6 +138,11 @@ export function attachWebSockets(options: WebSocketAdapterOptions): { close(): P
       }
       alive.delete(socket);
       socket.ping();
+      const idleSince = connection?.idleSince;
+      if (idleSince !== undefined && now - idleSince >= options.idleTimeoutMs) {
+        socket.close(CloseCode.Idle, `No subscription for ${options.idleTimeoutMs} ms (LONGRUN_IDLE_TIMEOUT_MS)`);
+        continue;
+      }
       connection?.keepAlive();
     }
   }, options.keepAliveMs);

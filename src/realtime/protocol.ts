@@ -100,15 +100,15 @@ const isRecord = (value: unknown): value is Record<string, unknown> =>
 
 /**
  * Validates a raw incoming frame and returns the message. Throws `ProtocolViolation` naming what
- * was wrong and what is accepted: a frame over 240 KB, not JSON, not an object, an unknown `type`,
+ * was wrong and what is accepted: a frame over `maxBytes` (AppSync's 240 KB by default), not JSON, not an object, an unknown `type`,
  * a `start` or `stop` without a string `id`, a `start` without `payload.data`.
  */
-export function validateMessage(raw: string | Buffer, isBinary = false): ClientMessage {
+export function validateMessage(raw: string | Buffer, isBinary = false, maxBytes: number = LIMITS.maxMessageBytes): ClientMessage {
   const size = typeof raw === 'string' ? Buffer.byteLength(raw, 'utf8') : raw.length;
-  if (size > LIMITS.maxMessageBytes) {
+  if (size > maxBytes) {
     throw new ProtocolViolation(
       ErrorType.MessageTooLarge,
-      `Message is ${size} bytes; the limit is ${LIMITS.maxMessageBytes} bytes (240 KB).`,
+      `Message is ${size} bytes; the limit is ${maxBytes} bytes${maxBytes === LIMITS.maxMessageBytes ? ' (240 KB, as AppSync)' : ' (LONGRUN_MAX_MESSAGE_BYTES)'}.`,
     );
   }
   if (isBinary) {

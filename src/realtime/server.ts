@@ -16,7 +16,7 @@ import {
   type GraphQLObjectType,
 } from 'graphql';
 import { LongrunError } from '../errors.js';
-import type { Authenticator, Principal } from '../gateway/auth.js';
+import { isRefusal, type Authenticator, type Principal } from '../gateway/auth.js';
 import type { Topic } from '../gateway/hub.js';
 import { checkConversationId, formatResult, notAuthorized, parseDocument, type GatewayServices } from '../gateway/operations.js';
 import { compileProjection, type LoadedSchema } from '../gateway/schema.js';
@@ -51,12 +51,15 @@ export interface RealtimeConnection {
   closed(): void;
   /** Subscriptions open on this connection. */
   readonly subscriptions: number;
+  /** Since when (ms since the epoch) the connection has had no subscription; undefined while it has one. */
+  readonly idleSince: number | undefined;
 }
 
 /** Close codes the core uses (4xxx: application codes). */
 export const CloseCode = {
   Unauthorized: 4401,
   SlowConsumer: 4408,
+  Idle: 4410,
 } as const;
 
 export interface RealtimeServerOptions {
@@ -67,6 +70,8 @@ export interface RealtimeServerOptions {
   connectionTimeoutMs: number;
   /** A subscriber with more than this many bytes waiting to be sent is disconnected (default 8 MiB). */
   maxBufferedBytes?: number;
+  /** Largest incoming message (default AppSync's 240 KB). */
+  maxMessageBytes?: number;
 }
 
 interface Subscription {
@@ -78,6 +83,8 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
   const { loaded, services, authenticator } = options;
   const subscriptionType = loaded.schema.getSubscriptionType() as GraphQLObjectType;
   const maxBufferedBytes = options.maxBufferedBytes ?? 8 * 1024 * 1024;
+  const maxMessageBytes = options.maxMessageBytes ?? LIMITS.maxMessageBytes;
+  const clock = services.clock;
   let connections = 0;
 
   return {
@@ -92,6 +99,7 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
       const subscriptions = new Map<string, Subscription>();
       let principal: Principal | undefined;
       let closed = false;
+      let idleSince: number | undefined = clock();
 
       const send = (data: string): void => {
         if (closed) return;
@@ -100,28 +108,34 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
       const fail = (errorType: string, message: string, id?: string): void =>
         send(protocol.error([{ errorType, message }], id));
 
-      try {
-        const headers = protocol.readConnectionHeaders(request.url, request.subprotocols);
-        principal = authenticator.checkApiKey(headers?.['x-api-key']);
-      } catch {
-        principal = undefined;
-      }
-      if (principal === undefined) {
-        // AppSync accepts the upgrade, then refuses the connection with connection_error.
-        send(
-          protocol.connectionError([
-            {
-              errorType: ErrorType.Unauthorized,
-              message:
-                'You are not authorized to make this call. Pass {"host": ..., "x-api-key": ...} base64-encoded in the "header" query parameter or a "header-<base64url>" subprotocol.',
-              errorCode: 401,
-            },
-          ]),
-        );
-        socket.close(CloseCode.Unauthorized, 'Unauthorized');
-      }
+      // Messages are handled one after another, after the connection's credential is checked, so a
+      // start that arrives while a token is being verified waits for it instead of racing it.
+      let pending: Promise<void> = (async () => {
+        let refusal = 'You are not authorized to make this call.';
+        try {
+          const headers = protocol.readConnectionHeaders(request.url, request.subprotocols);
+          const result = headers ? await authenticator.authenticateHeaders(headers) : undefined;
+          if (result && !isRefusal(result)) principal = result;
+          else if (result) refusal = result.error;
+        } catch (error) {
+          if (error instanceof ProtocolViolation) refusal = error.message;
+        }
+        if (principal === undefined) {
+          // AppSync accepts the upgrade, then refuses the connection with connection_error.
+          send(
+            protocol.connectionError([
+              {
+                errorType: ErrorType.Unauthorized,
+                message: `${refusal} Pass {"host": ..., "x-api-key": ...} (or "Authorization" with a token) base64-encoded in the "header" query parameter or a "header-<base64url>" subprotocol.`,
+                errorCode: 401,
+              },
+            ]),
+          );
+          socket.close(CloseCode.Unauthorized, 'Unauthorized');
+        }
+      })();
 
-      const start = (message: protocol.StartMessage): void => {
+      const start = async (message: protocol.StartMessage): Promise<void> => {
         const { id } = message;
         if (subscriptions.has(id)) {
           return fail(ErrorType.DuplicatedOperation, `Duplicate subscription id ${JSON.stringify(id)}; each start needs a new id.`, id);
@@ -134,10 +148,17 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
           );
         }
         const request = protocol.parseSubscriptionRequest(message.payload.data, id);
-        const startKey = message.payload.extensions?.authorization?.['x-api-key'];
-        const caller = startKey === undefined ? principal : authenticator.checkApiKey(startKey);
-        if (caller === undefined) {
-          return fail(ErrorType.Unauthorized, 'You are not authorized to make this call: the x-api-key in extensions.authorization is not valid.', id);
+        const authorization = message.payload.extensions?.authorization;
+        let caller = principal!;
+        if (authorization?.['x-api-key'] !== undefined || authorization?.authorization !== undefined || authorization?.Authorization !== undefined) {
+          const result = await authenticator.authenticateHeaders({
+            'x-api-key': authorization['x-api-key'],
+            authorization: authorization.authorization ?? authorization.Authorization,
+          });
+          if (isRefusal(result)) {
+            return fail(ErrorType.Unauthorized, `${result.error} (the credential in extensions.authorization)`, id);
+          }
+          caller = result;
         }
         const parsed = parseDocument(loaded, request.query);
         if ('errors' in parsed) {
@@ -163,6 +184,8 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
         }
         const args = getArgumentValues(fieldDefinition, fieldNode, coerced.coerced) as { conversationId: string };
         checkConversationId(args.conversationId);
+        const accept = await services.access.gate(caller, args.conversationId);
+        if (closed || subscriptions.has(id)) return;
 
         const compiled = compileProjection(loaded.schema, subscriptionType, fieldNode);
         const memoKey = compiled ? `${request.operationName ?? ''}\u0000${request.query}` : `${request.query}\u0000${JSON.stringify(request.variables)}\u0000${request.operationName ?? ''}`;
@@ -183,6 +206,7 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
           });
 
         const unsubscribe = services.hub.subscribe(fieldName, args.conversationId, (value, memo) => {
+          if (!accept()) return;
           let json = memo.get(memoKey);
           if (json === undefined) {
             json = project(value);
@@ -198,46 +222,55 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
           send(protocol.dataMessage(id, json));
         });
         subscriptions.set(id, { unsubscribe });
+        idleSince = undefined;
         send(protocol.startAck(id));
+      };
+
+      const handle = async (data: string | Buffer, isBinary: boolean): Promise<void> => {
+        if (closed || principal === undefined) return;
+        let message: protocol.ClientMessage | undefined;
+        try {
+          message = protocol.validateMessage(data, isBinary, maxMessageBytes);
+          switch (message.type) {
+            case protocol.MessageType.ConnectionInit:
+              send(protocol.connectionAck(options.connectionTimeoutMs));
+              send(protocol.keepAlive);
+              break;
+            case protocol.MessageType.Start:
+              await start(message);
+              break;
+            case protocol.MessageType.Stop: {
+              const subscription = subscriptions.get(message.id);
+              subscription?.unsubscribe();
+              subscriptions.delete(message.id);
+              if (subscriptions.size === 0) idleSince = clock();
+              send(protocol.complete(message.id));
+              break;
+            }
+          }
+        } catch (error) {
+          const id = message && 'id' in message ? message.id : undefined;
+          if (error instanceof ProtocolViolation) {
+            fail(error.errorType, error.message, error.id ?? id);
+          } else if (error instanceof LongrunError) {
+            fail(error.code, error.message, id);
+          } else {
+            const errorId = crypto.randomUUID();
+            services.logger.error('realtime-message-failed', { errorId, error });
+            fail(ErrorType.Internal, `internal error (id ${errorId})`, id);
+          }
+        }
       };
 
       return {
         get subscriptions() {
           return subscriptions.size;
         },
+        get idleSince() {
+          return idleSince;
+        },
         message(data, isBinary) {
-          if (closed || principal === undefined) return;
-          let message: protocol.ClientMessage | undefined;
-          try {
-            message = protocol.validateMessage(data, isBinary);
-            switch (message.type) {
-              case protocol.MessageType.ConnectionInit:
-                send(protocol.connectionAck(options.connectionTimeoutMs));
-                send(protocol.keepAlive);
-                break;
-              case protocol.MessageType.Start:
-                start(message);
-                break;
-              case protocol.MessageType.Stop: {
-                const subscription = subscriptions.get(message.id);
-                subscription?.unsubscribe();
-                subscriptions.delete(message.id);
-                send(protocol.complete(message.id));
-                break;
-              }
-            }
-          } catch (error) {
-            const id = message && 'id' in message ? message.id : undefined;
-            if (error instanceof ProtocolViolation) {
-              fail(error.errorType, error.message, error.id ?? id);
-            } else if (error instanceof LongrunError) {
-              fail(error.code, error.message, id);
-            } else {
-              const errorId = crypto.randomUUID();
-              services.logger.error('realtime-message-failed', { errorId, error });
-              fail(ErrorType.Internal, `internal error (id ${errorId})`, id);
-            }
-          }
+          pending = pending.then(() => handle(data, isBinary));
         },
         keepAlive() {
           if (principal !== undefined) send(protocol.keepAlive);

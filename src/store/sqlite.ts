@@ -142,6 +142,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     requestCancel: database.prepare(`UPDATE conversations SET cancel_requested_turn = turn WHERE id = ? AND status = 'RUNNING'`),
     runningTurns: database.prepare<[], { id: string; turn: number }>(`SELECT id, turn FROM conversations WHERE status = 'RUNNING'`),
     deleteConversation: database.prepare('DELETE FROM conversations WHERE id = ?'),
+    pruneConversations: database.prepare(`DELETE FROM conversations WHERE updated_at < ? AND status != 'RUNNING'`),
   };
 
   const beginTurn = database.transaction((input: BeginTurnInput): number => {
@@ -234,6 +235,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       ),
     deleteConversation: (conversationId) =>
       write('delete the conversation', () => statements.deleteConversation.run(conversationId).changes > 0),
+    pruneConversations: (updatedBefore) =>
+      write('prune conversations', () => statements.pruneConversations.run(updatedBefore).changes),
     close: async () => {
       if (database.open) database.close();
     },

@@ -63,6 +63,12 @@ export interface Store {
   listRunningTurns(): Promise<RunningTurn[]>;
   /** Deletes a conversation with its messages and events; false when it did not exist. */
   deleteConversation(conversationId: string): Promise<boolean>;
+  /**
+   * Deletes conversations with no running turn that were last updated before `updatedBefore`
+   * (ms since the epoch); resolves with how many. A store whose database expires items itself
+   * (DynamoDB TTL) may leave this to it and resolve with 0.
+   */
+  pruneConversations(updatedBefore: number): Promise<number>;
   close(): Promise<void>;
 }
 

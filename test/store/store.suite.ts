@@ -10,6 +10,8 @@ import type { Store } from '../../src/store/types.js';
 /** Creates a fresh store for the suite and disposes of it afterwards. */
 export interface StoreFixture {
   create(): Promise<Store>;
+  /** The store leaves expiry to its database's TTL, so `pruneConversations` deletes nothing itself. */
+  prunesByTtl?: boolean;
   dispose?(): Promise<void>;
 }
 
@@ -176,6 +178,24 @@ export function describeStoreConformance(name: string, fixture: StoreFixture): v
       expect(await store.getConversation(id)).toBeNull();
       expect(await store.listEvents(id, 0)).toEqual([]);
       expect(await store.deleteConversation(id)).toBe(false);
+    });
+
+    it('prunes conversations last updated before a time, never a running one', async () => {
+      const [old, running, recent] = [randomUUID(), randomUUID(), randomUUID()];
+      for (const id of [old, running]) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1_000 });
+      await store.endTurn({ event: makeEvent({ conversationId: old, turn: 1, seq: 1, type: 'COMPLETE', createdAt: 2_000 }), assistantText: 'a' });
+      await store.beginTurn({ conversationId: recent, prompt: 'p', now: 50_000 });
+      await store.endTurn({ event: makeEvent({ conversationId: recent, turn: 1, seq: 1, type: 'COMPLETE', createdAt: 60_000 }), assistantText: 'a' });
+      const pruned = await store.pruneConversations(10_000);
+      if (fixture.prunesByTtl) {
+        expect(pruned).toBe(0);
+        return;
+      }
+      expect(pruned).toBeGreaterThanOrEqual(1);
+      expect(await store.getConversation(old)).toBeNull();
+      expect(await store.listEvents(old, 0)).toEqual([]);
+      expect(await store.getConversation(running)).not.toBeNull();
+      expect(await store.getConversation(recent)).not.toBeNull();
     });
 
     it('returns null and empty lists for an unknown conversation', async () => {
