@@ -285,6 +285,9 @@ function toAbortReason(reason: unknown): AbortReason {
 /**
  * Yields the stream's parts; when nothing arrives for `stallMs`, calls `onStall` (which aborts the
  * model) and ends. Also ends as soon as `signal` aborts, even if the provider does not.
+ *
+ * One timer serves the whole stream: it is re-armed only when it fires early, not once per part,
+ * since a fast model yields thousands of parts a second.
  */
 async function* withStallTimeout(
   stream: AsyncIterable<StreamPart>,
@@ -293,26 +296,33 @@ async function* withStallTimeout(
   onStall: () => void,
 ): AsyncGenerator<StreamPart> {
   const iterator = stream[Symbol.asyncIterator]();
-  const aborted = new Promise<'aborted'>((resolve) => {
-    if (signal.aborted) resolve('aborted');
-    else signal.addEventListener('abort', () => resolve('aborted'), { once: true });
-  });
+  let lastProgress = performance.now();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopStream: (why: 'stalled' | 'aborted') => void = () => undefined;
+  const stopped = new Promise<'stalled' | 'aborted'>((resolve) => (stopStream = resolve));
+  const watch = (): void => {
+    const idle = performance.now() - lastProgress;
+    if (idle >= stallMs) stopStream('stalled');
+    else timer = setTimeout(watch, stallMs - idle);
+  };
+  const onAbort = (): void => stopStream('aborted');
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  timer = setTimeout(watch, stallMs);
   try {
     while (true) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const stalled = new Promise<'stalled'>((resolve) => {
-        timer = setTimeout(() => resolve('stalled'), stallMs);
-      });
-      const next = await Promise.race([iterator.next(), stalled, aborted]);
-      clearTimeout(timer);
+      const next = await Promise.race([iterator.next(), stopped]);
       if (next === 'stalled') {
         onStall();
         return;
       }
       if (next === 'aborted' || next.done) return;
+      lastProgress = performance.now();
       yield next.value;
     }
   } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
     // Ends the provider's generator (and so its HTTP stream) without waiting for a hung provider.
     void iterator.return?.()?.catch(() => undefined);
   }
