@@ -29,6 +29,8 @@ export interface WorkerOptions {
   stallTimeoutMs: number;
   /** Poll `store.isCancelRequested` this often; 0 disables polling (the local invoker aborts directly). */
   cancelPollMs: number;
+  /** Attempts at storing the terminal event, 250 ms apart and doubling, before the turn is left for restart recovery. */
+  endTurnAttempts: number;
 }
 
 export const defaultWorkerOptions: WorkerOptions = {
@@ -37,6 +39,7 @@ export const defaultWorkerOptions: WorkerOptions = {
   turnTimeoutMs: 15 * 60 * 1000,
   stallTimeoutMs: 120_000,
   cancelPollMs: 0,
+  endTurnAttempts: 5,
 };
 
 /** What `runInvocation` needs, passed in so that the gateway and the Lambda share it. */
@@ -172,14 +175,11 @@ export async function runInvocation(invocation: InvocationEvent, deps: WorkerDep
   });
   const event = makeEvent({ conversationId, turn, seq: seq + 1, createdAt: clock(), ...terminal });
   const text = textParts.join('');
-  try {
-    await deps.store.endTurn({ event, assistantText: text });
-  } catch (error) {
-    // The store cannot take the terminal event either (disk full, database gone). Subscribers
-    // still learn that the turn ended; a restart closes the turn in the store.
-    logger.error('end-turn-failed', { error, type: event.type });
-  }
+  // Subscribers learn at once that the turn ended; the store gets the terminal event as soon as it
+  // takes writes again (a lock released, space freed), within a bounded number of attempts.
+  const stored = endTurnWithRetries(deps.store, event, text, options.endTurnAttempts, logger);
   await publishSafely(deps.publisher, [event], logger);
+  await stored;
   logger.info('turn-ended', {
     type: event.type,
     errorCode: event.errorCode,
@@ -252,6 +252,24 @@ function terminalFields(input: {
     errorCode: 'IncompleteStream',
     error: 'The model stream ended without saying it had finished; the answer may be cut short.',
   };
+}
+
+async function endTurnWithRetries(store: Store, event: ConversationEvent, assistantText: string, attempts: number, logger: Logger): Promise<void> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await store.endTurn({ event, assistantText });
+      return;
+    } catch (error) {
+      if (attempt >= attempts) {
+        // The store still refuses (disk full, database gone): the turn stays RUNNING in the store
+        // and the next start of the gateway closes it.
+        logger.error('end-turn-failed', { error, type: event.type, attempts });
+        return;
+      }
+      logger.warn('end-turn-retry', { error, attempt });
+      await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (attempt - 1)));
+    }
+  }
 }
 
 /** The history as the model sees it: earlier turns that produced an answer, then the new prompt. */
