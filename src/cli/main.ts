@@ -1,12 +1,14 @@
 /**
- * The `longrun` command line: parses the command and hands over to it.
+ * The `longrun` command line: parses the command and hands over to it. Commands are imported
+ * when they run, so `longrun chat` does not load the gateway (SQLite, the model SDKs) it never uses.
  */
-import { serve } from './serve.js';
 
 const USAGE = `Usage: longrun <command>
 
 Commands:
   serve                 start the gateway (the same as npm start); configured by environment variables
+  chat "prompt"         start a turn and print the answer as it is written
+  replay ID             print a stored conversation
 
 Run "longrun <command> --help" for a command's options.`;
 
@@ -14,8 +16,18 @@ Run "longrun <command> --help" for a command's options.`;
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
-    case 'serve':
+    case 'serve': {
+      const { serve } = await import('./serve.js');
       return serve();
+    }
+    case 'chat': {
+      const { chat } = await import('./chat.js');
+      return chat(rest);
+    }
+    case 'replay': {
+      const { replay } = await import('./replay.js');
+      return replay(rest);
+    }
     case undefined:
     case 'help':
     case '--help':
@@ -24,7 +36,6 @@ export async function main(argv: string[]): Promise<number> {
       return command === undefined ? 2 : 0;
     default:
       process.stderr.write(`longrun: unknown command "${command}"\n${USAGE}\n`);
-      void rest;
       return 2;
   }
 }
