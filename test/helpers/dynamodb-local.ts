@@ -10,12 +10,8 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import {
-  CreateTableCommand,
-  DynamoDBClient,
-  ListTablesCommand,
-  type CreateTableCommandInput,
-} from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
+import { dynamoDbTableDefinitions } from '../../src/store/dynamodb.js';
 
 /** A running DynamoDB Local. */
 export interface DynamoDbLocal {
@@ -83,6 +79,7 @@ export async function startDynamoDbLocal(options: { timeoutMs?: number } = {}): 
         // Start-up flags: the JVM's quick tier and a small GC cut start-up time by a third.
         '-XX:TieredStopAtLevel=1',
         '-XX:+UseSerialGC',
+        '-Xmx512m',
         '-Djava.library.path=./DynamoDBLocal_lib',
         '-jar',
         'DynamoDBLocal.jar',
@@ -145,43 +142,13 @@ async function stopProcess(child: ChildProcess, client: DynamoDBClient): Promise
   clearTimeout(timer);
 }
 
-/** The tables of the DynamoDB store, as the CDK stack creates them (TTL is not needed locally). */
-export function longrunTableDefinitions(names: { conversations: string; events: string }): CreateTableCommandInput[] {
-  return [
-    {
-      TableName: names.conversations,
-      BillingMode: 'PAY_PER_REQUEST',
-      AttributeDefinitions: [
-        { AttributeName: 'conversationId', AttributeType: 'S' },
-        { AttributeName: 'sk', AttributeType: 'S' },
-      ],
-      KeySchema: [
-        { AttributeName: 'conversationId', KeyType: 'HASH' },
-        { AttributeName: 'sk', KeyType: 'RANGE' },
-      ],
-    },
-    {
-      TableName: names.events,
-      BillingMode: 'PAY_PER_REQUEST',
-      AttributeDefinitions: [
-        { AttributeName: 'conversationId', AttributeType: 'S' },
-        { AttributeName: 'seq', AttributeType: 'N' },
-      ],
-      KeySchema: [
-        { AttributeName: 'conversationId', KeyType: 'HASH' },
-        { AttributeName: 'seq', KeyType: 'RANGE' },
-      ],
-    },
-  ];
-}
-
 /** Creates the store's two tables under a unique prefix and returns their names. */
 export async function createLongrunTables(
   client: DynamoDBClient,
   prefix = `t${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`,
 ): Promise<{ conversations: string; events: string }> {
   const names = { conversations: `${prefix}-conversations`, events: `${prefix}-events` };
-  for (const definition of longrunTableDefinitions(names)) {
+  for (const definition of dynamoDbTableDefinitions(names)) {
     await client.send(new CreateTableCommand(definition));
   }
   return names;
