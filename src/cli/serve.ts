@@ -39,6 +39,7 @@ export async function serve(
   output.out(`  Realtime:  ${endpoints.realtimeUrl}  (AppSync protocol)`);
   output.out(`  graphql-ws: ${endpoints.graphqlWsUrl}`);
   output.out(`  API key:   ${key.key}${key.generated ? `  (dev key${key.path ? `, kept in ${key.path}` : ''})` : ''}`);
+  output.out(`  Chat page: ${endpoints.graphqlUrl.replace(/\/graphql$/, '/')}`);
   output.out(`  Health:    ${endpoints.graphqlUrl.replace(/\/graphql$/, '/healthz')}`);
 
   await new Promise<void>((resolve) => {

@@ -31,6 +31,7 @@ import { createTurnLimiter } from './limits.js';
 import { attachResolvers, type GatewayServices } from './operations.js';
 import { loadSchema } from './schema.js';
 import { createSigV4Verifier } from './sigv4.js';
+import { createWebRoute } from './static.js';
 import { attachWebSockets, GRAPHQL_PATH, REALTIME_PATH } from './websocket.js';
 
 /** Parts a caller (a test, an embedding application) may supply instead of the configured ones. */
@@ -149,7 +150,7 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
         authenticator,
         maxBodyBytes: config.maxBodyBytes,
         isReady: () => ready,
-        routes: [metrics.route, ...(overrides.routes ?? [])],
+        routes: [metrics.route, createWebRoute({ apiKey, graphqlPath: GRAPHQL_PATH }), ...(overrides.routes ?? [])],
       });
       const server: Server = config.tls
         ? createHttpsServer({ cert: readFileSync(config.tls.certPath), key: readFileSync(config.tls.keyPath) }, handler)
