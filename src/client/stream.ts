@@ -250,7 +250,16 @@ export class ConversationStream implements AsyncIterable<ConversationEvent> {
       }
     }
     if (this.ending) return { afterSeq, turn, allTurns: false };
-    await this.deps.http.startConversation(plan.input, this.requests.signal);
+    try {
+      await this.deps.http.startConversation(plan.input, this.requests.signal);
+    } catch (error) {
+      // The request may have started the turn before its answer was lost. Repeating it could
+      // start a second turn, so the stream asks instead: if the conversation now has this turn,
+      // the start went through and the stream follows it.
+      if (!(error instanceof LongrunClientError && error.retryable && (error.code === ClientErrorCode.ConnectionFailed || error.code === ClientErrorCode.Timeout))) throw error;
+      const position = await this.deps.http.position(plan.conversationId, this.requests.signal).catch(() => null);
+      if ((position?.turns[position.turns.length - 1]?.turn ?? 0) < turn) throw error;
+    }
     this.resolveStarted();
     return { afterSeq, turn, allTurns: false };
   }

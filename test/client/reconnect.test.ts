@@ -235,3 +235,35 @@ it('gives up with ConnectionLost after reconnect.maxElapsedMs when the server st
   await sleep(300);
   expect(record.opened).toBe(attempts);
 });
+
+describe('a startConversation whose answer is lost', () => {
+  /** A fetch that lets startConversation through (or not) and then loses the answer. */
+  const losingStart = (reachServer: boolean): FetchFunction => async (input, init) => {
+    if (typeof init.body === 'string' && init.body.includes('startConversation')) {
+      if (reachServer) await fetch(input, init);
+      throw new TypeError('fetch failed: the connection was reset');
+    }
+    return fetch(input, init);
+  };
+
+  it('follows the turn when the request reached the server, without starting a second one', async () => {
+    const client = createClient({ url: test.endpoints.graphqlUrl, apiKey: test.apiKey, fetch: losingStart(true) });
+    cleanUps.push(() => client.close());
+    const prompt = 'answer lost in transit [tokens=60]';
+    const stream = client.chat(prompt);
+    const events: ConversationEvent[] = [];
+    for await (const event of stream) events.push(event);
+    expect(events.filter((event) => event.type === 'CHUNK').map((event) => event.chunk).join('')).toBe(expectedText(prompt));
+    expect(events[events.length - 1]!.type).toBe('COMPLETE');
+    const conversation = await client.conversation(stream.conversationId);
+    expect(conversation?.turns).toHaveLength(1);
+  });
+
+  it('fails with ConnectionFailed when the request never reached the server', async () => {
+    const client = createClient({ url: test.endpoints.graphqlUrl, apiKey: test.apiKey, fetch: losingStart(false) });
+    cleanUps.push(() => client.close());
+    const stream = client.chat('never sent');
+    await expect(stream.result).rejects.toMatchObject({ code: 'ConnectionFailed' });
+    expect(await client.conversation(stream.conversationId)).toBeNull();
+  });
+});
