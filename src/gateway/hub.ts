@@ -13,28 +13,36 @@ export type Topic = 'onConversationEvent' | 'onReceiveChunk';
 export type Listener = (value: unknown, memo: Map<string, string>) => void;
 
 export class Hub {
-  private readonly topics = new Map<string, Set<Listener>>();
+  // Topic, then conversation: a publish looks up the conversation id it was given (whose hash V8
+  // has cached) instead of building and hashing a new `topic + id` key for every event.
+  private readonly topics = new Map<Topic, Map<string, Set<Listener>>>();
   private count = 0;
 
-  /** Registers a listener; returns the function that removes it. */
+  /** Registers a listener; returns the function that removes it (calling it again does nothing). */
   subscribe(topic: Topic, conversationId: string, listener: Listener): () => void {
-    const key = `${topic}\u0000${conversationId}`;
-    let listeners = this.topics.get(key);
+    let conversations = this.topics.get(topic);
+    if (!conversations) {
+      conversations = new Map();
+      this.topics.set(topic, conversations);
+    }
+    let listeners = conversations.get(conversationId);
     if (!listeners) {
       listeners = new Set();
-      this.topics.set(key, listeners);
+      conversations.set(conversationId, listeners);
     }
     listeners.add(listener);
     this.count += 1;
     return () => {
       if (listeners.delete(listener)) this.count -= 1;
-      if (listeners.size === 0) this.topics.delete(key);
+      // Only a set that is still registered is dropped: a late second call must not remove the
+      // set of subscribers who came after.
+      if (listeners.size === 0 && conversations.get(conversationId) === listeners) conversations.delete(conversationId);
     };
   }
 
   /** Delivers a value to the listeners of (topic, conversationId); a listener that throws does not stop the others. */
   publish(topic: Topic, conversationId: string, value: unknown): void {
-    const listeners = this.topics.get(`${topic}\u0000${conversationId}`);
+    const listeners = this.topics.get(topic)?.get(conversationId);
     if (!listeners) return;
     const memo = new Map<string, string>();
     for (const listener of listeners) {
