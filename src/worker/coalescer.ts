@@ -1,7 +1,9 @@
 /**
- * Coalesces a model's text deltas into chunks: the first delta of a turn goes out at once (time to
- * first token is what a person notices), later ones are gathered and flushed every `flushMs`, or as
- * soon as `flushBytes` are waiting. `flushMs` 0 flushes every delta as it comes.
+ * Coalesces a model's text deltas into chunks, at most one chunk every `flushMs`: a delta that
+ * arrives when the last chunk is at least `flushMs` old goes out at once (so the first token, and
+ * every token of a slow model, waits for nothing); one that arrives sooner waits only until
+ * `flushMs` after the last chunk, gathered with whatever else arrives meanwhile. `flushBytes`
+ * waiting also flush at once; `flushMs` 0 flushes every delta as it comes.
  *
  * The coalescer never splits a delta, so a multi-byte character is never cut.
  */
@@ -18,24 +20,23 @@ export class Coalescer {
   private buffer: string[] = [];
   private bufferedBytes = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private sentFirst = false;
+  /** When the last chunk went out (performance.now()); -Infinity before the first. */
+  private lastFlushAt = Number.NEGATIVE_INFINITY;
   /** The chain of flushes, so chunks are written in order and errors surface in `drain`. */
   private pending: Promise<void> = Promise.resolve();
   private failure: unknown;
 
   constructor(private readonly options: CoalescerOptions) {}
 
-  /** Adds a delta; it is flushed at once, at the next tick of the timer, or when the buffer fills. */
+  /** Adds a delta; it goes out at once, when `flushMs` have passed since the last chunk, or when the buffer fills. */
   push(delta: string): void {
     if (delta.length === 0) return;
     this.buffer.push(delta);
     this.bufferedBytes += Buffer.byteLength(delta, 'utf8');
-    if (!this.sentFirst || this.options.flushMs <= 0 || this.bufferedBytes >= this.options.flushBytes) {
-      this.sentFirst = true;
-      this.flushNow();
-    } else if (this.timer === undefined) {
-      this.timer = setTimeout(() => this.flushNow(), this.options.flushMs);
-    }
+    if (this.timer !== undefined && this.bufferedBytes < this.options.flushBytes) return;
+    const wait = this.lastFlushAt + this.options.flushMs - performance.now();
+    if (wait <= 0 || this.bufferedBytes >= this.options.flushBytes) this.flushNow();
+    else this.timer = setTimeout(() => this.flushNow(), wait);
   }
 
   /** The first error a flush raised, if any; the worker checks it to stop the turn early. */
@@ -59,6 +60,7 @@ export class Coalescer {
   private flushNow(): void {
     this.dispose();
     if (this.buffer.length === 0) return;
+    this.lastFlushAt = performance.now();
     const text = this.buffer.join('');
     this.buffer = [];
     this.bufferedBytes = 0;

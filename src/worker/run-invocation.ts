@@ -304,8 +304,9 @@ function toAbortReason(reason: unknown): AbortReason {
  * Yields the stream's parts; when nothing arrives for `stallMs`, calls `onStall` (which aborts the
  * model) and ends. Also ends as soon as `signal` aborts, even if the provider does not.
  *
- * One timer serves the whole stream: it is re-armed only when it fires early, not once per part,
- * since a fast model yields thousands of parts a second.
+ * Built for thousands of parts a second: one timer serves the whole stream (re-armed only when it
+ * fires early), and each wait races `next()` against a settle function that is replaced per part,
+ * so nothing accumulates on a long-lived promise over a long turn.
  */
 async function* withStallTimeout(
   stream: AsyncIterable<StreamPart>,
@@ -315,21 +316,29 @@ async function* withStallTimeout(
 ): AsyncGenerator<StreamPart> {
   const iterator = stream[Symbol.asyncIterator]();
   let lastProgress = performance.now();
+  let stopped: 'stalled' | 'aborted' | undefined;
+  let settle: ((why: 'stalled' | 'aborted') => void) | undefined;
+  const stop = (why: 'stalled' | 'aborted'): void => {
+    stopped ??= why;
+    settle?.(stopped);
+  };
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let stopStream: (why: 'stalled' | 'aborted') => void = () => undefined;
-  const stopped = new Promise<'stalled' | 'aborted'>((resolve) => (stopStream = resolve));
   const watch = (): void => {
     const idle = performance.now() - lastProgress;
-    if (idle >= stallMs) stopStream('stalled');
+    if (idle >= stallMs) stop('stalled');
     else timer = setTimeout(watch, stallMs - idle);
   };
-  const onAbort = (): void => stopStream('aborted');
+  const onAbort = (): void => stop('aborted');
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
   timer = setTimeout(watch, stallMs);
   try {
-    while (true) {
-      const next = await Promise.race([iterator.next(), stopped]);
+    while (stopped === undefined) {
+      const next = await new Promise<IteratorResult<StreamPart> | 'stalled' | 'aborted'>((resolve, reject) => {
+        settle = resolve;
+        iterator.next().then(resolve, reject);
+      });
+      settle = undefined;
       if (next === 'stalled') {
         onStall();
         return;
@@ -338,6 +347,7 @@ async function* withStallTimeout(
       lastProgress = performance.now();
       yield next.value;
     }
+    if (stopped === 'stalled') onStall();
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', onAbort);

@@ -223,6 +223,24 @@ describe('runInvocation', () => {
 });
 
 describe('Coalescer', () => {
+  it('sends a delta at once when the last chunk is at least flushMs old, and holds faster ones only until then', async () => {
+    const sent: string[] = [];
+    const coalescer = new Coalescer({ flushMs: 40, flushBytes: 4096, flush: async (text) => void sent.push(text) });
+    const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    coalescer.push('a');
+    await wait(60);
+    coalescer.push('b'); // a slow model: its token waits for no timer
+    await wait(0);
+    expect(sent).toEqual(['a', 'b']);
+    coalescer.push('c'); // a fast one: held until flushMs after "b" went out
+    coalescer.push('d');
+    await wait(0);
+    expect(sent).toEqual(['a', 'b']);
+    await wait(80);
+    expect(sent).toEqual(['a', 'b', 'cd']);
+    await coalescer.drain();
+  });
+
   it('never splits a delta and keeps order when flushes are slow', async () => {
     const flushed: string[] = [];
     const coalescer = new Coalescer({
