@@ -7,6 +7,8 @@
  * (`kill -9`); only a power loss may drop the last transactions.
  */
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Conversation, ConversationEvent, Message, Turn, TurnStatus } from '../domain.js';
@@ -87,6 +89,45 @@ CREATE TABLE IF NOT EXISTS events (
 export interface SqliteStoreOptions {
   /** Path of the database file, created with its folder when missing; `:memory:` for none. */
   path: string;
+  /** How often a background thread copies the write-ahead log into the database (default 1000 ms). */
+  checkpointIntervalMs?: number;
+}
+
+// The checkpointer: a thread with its own connection that copies the WAL into the database file.
+// SQLite's automatic checkpoint would run inside a commit on the event loop, fsync included, and
+// stall every stream for tens of milliseconds; here it runs beside it. It is CommonJS because
+// `eval` workers are.
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const database = new Database(workerData.path);
+database.pragma('busy_timeout = 5000');
+const checkpoint = (mode) => { try { database.pragma('wal_checkpoint(' + mode + ')'); } catch {} };
+const timer = setInterval(() => checkpoint('PASSIVE'), workerData.intervalMs);
+parentPort.on('message', () => {
+  clearInterval(timer);
+  checkpoint('PASSIVE');
+  database.close();
+  parentPort.close();
+});
+`;
+
+function startCheckpointer(path: string, intervalMs: number): () => Promise<void> {
+  const worker = new Worker(CHECKPOINTER, {
+    eval: true,
+    workerData: { path, intervalMs, module: createRequire(import.meta.url).resolve('better-sqlite3') },
+  });
+  // Not holding the process open on its own: the store's close() ends it.
+  worker.unref();
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  worker.on('error', () => undefined);
+  return async () => {
+    // Held while closing: an unreferenced worker would let the process exit before its last checkpoint.
+    worker.ref();
+    worker.postMessage('close');
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+    await worker.terminate();
+  };
 }
 
 /** Opens (and creates when needed) the SQLite store. Throws `StoreError` when the file cannot be opened. */
@@ -100,9 +141,12 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     database.pragma('foreign_keys = ON');
     database.pragma('busy_timeout = 2000');
     database.exec(SCHEMA);
+    if (options.path !== ':memory:') database.pragma('wal_autocheckpoint = 0');
   } catch (error) {
     throw new StoreError(`Cannot open the SQLite database at ${options.path}: ${(error as Error).message}`, error);
   }
+
+  const stopCheckpointer = options.path === ':memory:' ? undefined : startCheckpointer(options.path, options.checkpointIntervalMs ?? 1000);
 
   const statements = {
     getConversation: database.prepare<[string], ConversationRow>('SELECT * FROM conversations WHERE id = ?'),
@@ -238,6 +282,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     pruneConversations: (updatedBefore) =>
       write('prune conversations', () => statements.pruneConversations.run(updatedBefore).changes),
     close: async () => {
+      await stopCheckpointer?.();
       if (database.open) database.close();
     },
   };

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
@@ -25,5 +25,25 @@ it('keeps everything across reopening the file', async () => {
   expect((await second.listEvents('c1', 0)).map((event) => event.chunk)).toEqual(['kept 🦊']);
   expect(await second.listRunningTurns()).toEqual([{ conversationId: 'c1', turn: 1, lastSeq: 1 }]);
   await second.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('copies the write-ahead log into the database file from a background thread', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-checkpoint-'));
+  const path = join(dir, 'db.sqlite');
+  const store = createSqliteStore({ path, checkpointIntervalMs: 100 });
+  await store.beginTurn({ conversationId: 'c1', prompt: 'p', now: 1 });
+  const before = statSync(path).size;
+  for (let seq = 1; seq <= 500; seq += 1) {
+    await store.appendEvents([makeEvent({ conversationId: 'c1', turn: 1, seq, type: 'CHUNK', chunk: 'x'.repeat(500), createdAt: seq })]);
+  }
+  // SQLite's own checkpoint is off, so only the background thread can grow the database file.
+  const deadline = Date.now() + 10_000;
+  while (statSync(path).size <= before + 100_000 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(statSync(path).size).toBeGreaterThan(before + 100_000);
+  await store.close();
+  const reopened = createSqliteStore({ path });
+  expect((await reopened.listEvents('c1', 0)).length).toBe(500);
+  await reopened.close();
   rmSync(dir, { recursive: true, force: true });
 });
