@@ -29,6 +29,7 @@ import type { LoadResult, LoadSpec } from './load.js';
 import { summariseProfile, type ProfileSummary } from './profile.js';
 import type { PublisherResult, PublisherSpec } from './publisher-cost.js';
 import { renderMarkdown } from './report.js';
+import { LAMBDA_DEFAULT_FLUSH_MS } from '../src/lambda/handler.js';
 
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(BENCH_DIR);
@@ -55,7 +56,7 @@ const FULL: Plan = {
   s3: { subscribers: 1000, rate: 50, seconds: 10 },
   s4: { conversations: 1000, rates: [5, 10, 20, 40, 80, 160, 320, 640], seconds: 6 },
   idle: { connections: 5000 },
-  publisher: { tokens: 1000, rates: [50, 200], flushMs: 50 },
+  publisher: { tokens: 1000, rates: [50, 200], flushMs: LAMBDA_DEFAULT_FLUSH_MS },
 };
 
 const QUICK: Plan = {
@@ -64,7 +65,7 @@ const QUICK: Plan = {
   s3: { subscribers: 200, rate: 50, seconds: 3 },
   s4: { conversations: 200, rates: [25, 200], seconds: 2 },
   idle: { connections: 500 },
-  publisher: { tokens: 200, rates: [100], flushMs: 50 },
+  publisher: { tokens: 200, rates: [100], flushMs: LAMBDA_DEFAULT_FLUSH_MS },
 };
 
 /** A step of S4 holds when nothing is lost, the token latency p99 stays under this and the offered rate is delivered. */

@@ -31,6 +31,9 @@ import type { Store } from '../store/types.js';
 import { runInvocation, type WorkerOptions } from '../worker/run-invocation.js';
 
 /** The Lambda's settings, from its environment. */
+/** The Lambda's LONGRUN_FLUSH_MS when unset: fewer AppSync requests than the gateway's 50 ms. */
+export const LAMBDA_DEFAULT_FLUSH_MS = 250;
+
 export interface LambdaEnvironment {
   /** LONGRUN_CONVERSATIONS_TABLE */
   conversationsTable: string;
@@ -88,7 +91,9 @@ export function readLambdaEnvironment(environment: Record<string, string | undef
     modelId: environment.LONGRUN_MODEL_ID?.trim() || DEFAULT_BEDROCK_MODEL_ID,
     retentionDays: whole('LONGRUN_RETENTION_DAYS', 7, 1, 3650)!,
     worker: {
-      flushMs: whole('LONGRUN_FLUSH_MS', undefined, 0, 60_000),
+      // AppSync bills each publish request and each message, so the Lambda sends a chunk at most
+      // every 250 ms by default (four a second still reads as live), where the gateway sends 50 ms.
+      flushMs: whole('LONGRUN_FLUSH_MS', LAMBDA_DEFAULT_FLUSH_MS, 0, 60_000),
       flushBytes: whole('LONGRUN_FLUSH_BYTES', undefined, 1, 200_000),
       stallTimeoutMs: whole('LONGRUN_STALL_TIMEOUT_MS', undefined, 1, 15 * 60_000),
       turnTimeoutMs: whole('LONGRUN_TURN_TIMEOUT_MS', undefined, 1, 15 * 60_000),
