@@ -13,6 +13,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { EventStreamCodec } from '@smithy/eventstream-codec';
 import { fromUtf8, toUtf8 } from '@smithy/util-utf8';
 import { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
+import { wait, writeInPieces } from './pieces.js';
 
 const codec = new EventStreamCodec(toUtf8, fromUtf8);
 
@@ -225,50 +226,11 @@ async function play(stream: http2.ServerHttp2Stream, script: BedrockScript, reco
       return;
     }
     const frame = 'event' in step ? eventFrame(step.event, step.body) : exceptionFrame(step.exception, step.body);
-    await write(stream, frame, script);
+    await writeInPieces(stream, frame, script);
   }
   if (stream.destroyed || stream.closed) return;
   record.completed = true;
   stream.end();
-}
-
-async function write(
-  target: http2.ServerHttp2Stream,
-  bytes: Uint8Array,
-  options: { chunkBytes?: number | undefined; splitInsideCharacters?: boolean | undefined },
-): Promise<void> {
-  const cuts = cutPoints(bytes, options);
-  if (cuts.length === 0) {
-    target.write(bytes);
-    return;
-  }
-  let start = 0;
-  for (const cut of [...cuts, bytes.length]) {
-    if (target.destroyed) return;
-    target.write(bytes.subarray(start, cut));
-    start = cut;
-    // A pause makes each piece a separate read on the client, not one coalesced buffer.
-    await wait(1);
-  }
-}
-
-/** Offsets (ascending, inside the buffer) at which to cut `bytes` into separate writes. */
-function cutPoints(bytes: Uint8Array, options: { chunkBytes?: number | undefined; splitInsideCharacters?: boolean | undefined }): number[] {
-  const cuts = new Set<number>();
-  if (options.chunkBytes !== undefined) {
-    for (let offset = options.chunkBytes; offset < bytes.length; offset += options.chunkBytes) cuts.add(offset);
-  }
-  if (options.splitInsideCharacters === true) {
-    for (let offset = 0; offset < bytes.length - 1; offset += 1) {
-      // A lead byte of a multi-byte sequence (0b11xxxxxx): cut between it and its continuation.
-      if ((bytes[offset]! & 0xc0) === 0xc0) cuts.add(offset + 1);
-    }
-  }
-  return [...cuts].sort((a, b) => a - b);
-}
-
-function wait(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Steps of a plain answer: the text as deltas, then stop and metadata. */

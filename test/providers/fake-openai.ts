@@ -9,6 +9,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { wait, writeInPieces } from './pieces.js';
 
 /** One step of a scripted answer. `delayMs` waits before the step. */
 export type OpenAIStep =
@@ -149,50 +150,11 @@ async function play(socket: Socket, response: http.ServerResponse, script: OpenA
       return;
     }
     const text = 'raw' in step ? step.raw : `data: ${typeof step.data === 'string' ? step.data : JSON.stringify(step.data)}\n\n`;
-    await write(response, Buffer.from(text, 'utf8'), script);
+    await writeInPieces(response, Buffer.from(text, 'utf8'), script);
   }
   if (response.destroyed) return;
   record.completed = true;
   response.end();
-}
-
-async function write(
-  target: http.ServerResponse,
-  bytes: Uint8Array,
-  options: { chunkBytes?: number | undefined; splitInsideCharacters?: boolean | undefined },
-): Promise<void> {
-  const cuts = cutPoints(bytes, options);
-  if (cuts.length === 0) {
-    target.write(bytes);
-    return;
-  }
-  let start = 0;
-  for (const cut of [...cuts, bytes.length]) {
-    if (target.destroyed) return;
-    target.write(bytes.subarray(start, cut));
-    start = cut;
-    // A pause makes each piece a separate read on the client, not one coalesced buffer.
-    await wait(1);
-  }
-}
-
-/** Offsets (ascending, inside the buffer) at which to cut `bytes` into separate writes. */
-function cutPoints(bytes: Uint8Array, options: { chunkBytes?: number | undefined; splitInsideCharacters?: boolean | undefined }): number[] {
-  const cuts = new Set<number>();
-  if (options.chunkBytes !== undefined) {
-    for (let offset = options.chunkBytes; offset < bytes.length; offset += options.chunkBytes) cuts.add(offset);
-  }
-  if (options.splitInsideCharacters === true) {
-    for (let offset = 0; offset < bytes.length - 1; offset += 1) {
-      // A lead byte of a multi-byte sequence (0b11xxxxxx): cut between it and its continuation.
-      if ((bytes[offset]! & 0xc0) === 0xc0) cuts.add(offset + 1);
-    }
-  }
-  return [...cuts].sort((a, b) => a - b);
-}
-
-function wait(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** One `chat.completion.chunk` as Ollama sends it. */
