@@ -86,22 +86,9 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
   const maxMessageBytes = options.maxMessageBytes ?? LIMITS.maxMessageBytes;
   const clock = services.clock;
   let connections = 0;
-  // Subscribers send the same few documents: each is parsed, validated and compiled once, and the
-  // subscriptions share the result instead of each keeping its own syntax tree and serialiser
-  // (that was most of a subscription's memory). Both results depend on the document alone.
-  const parsedDocuments = new Map<string, ReturnType<typeof parseDocument>>();
-  const parseOnce = (query: string): ReturnType<typeof parseDocument> => {
-    // Bounded in count and in document size, so that clients sending distinct large documents
-    // cannot make the cache hold much.
-    if (query.length > 4096) return parseDocument(loaded, query);
-    let parsed = parsedDocuments.get(query);
-    if (parsed === undefined) {
-      if (parsedDocuments.size >= 1000) parsedDocuments.clear();
-      parsed = parseDocument(loaded, query);
-      parsedDocuments.set(query, parsed);
-    }
-    return parsed;
-  };
+  // Subscribers send the same few documents: `parseDocument` parses and validates each once, and
+  // the subscriptions share its result and one compiled serialiser instead of each keeping its
+  // own syntax tree and closures (that was most of a subscription's memory).
   const projections = new WeakMap<FieldNode, ReturnType<typeof compileProjection> | null>();
   const compileOnce = (fieldNode: FieldNode): ReturnType<typeof compileProjection> => {
     let compiled = projections.get(fieldNode);
@@ -185,7 +172,7 @@ export function createAppSyncRealtimeServer(options: RealtimeServerOptions) {
           }
           caller = result;
         }
-        const parsed = parseOnce(request.query);
+        const parsed = parseDocument(loaded, request.query);
         if ('errors' in parsed) {
           return send(protocol.error(parsed.errors.map((e) => ({ errorType: e.errorType ?? ErrorType.Validation, message: e.message })), id));
         }

@@ -213,6 +213,29 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     for (const event of events) statements.insertEvent.run(toRow(event));
   });
 
+  // Group commit: the events every turn hands over during one turn of the event loop are written
+  // in one transaction, since a transaction's fixed cost is most of a one-row insert's. If the
+  // group fails, each caller's events are written on their own, so a bad write fails only its
+  // caller and leaves the others stored.
+  let group: Array<{ events: ConversationEvent[]; resolve: () => void; reject: (error: unknown) => void }> = [];
+  const commitGroup = database.transaction((batch: typeof group) => {
+    for (const entry of batch) for (const event of entry.events) statements.insertEvent.run(toRow(event));
+  });
+  const flushGroup = (): void => {
+    const batch = group;
+    group = [];
+    try {
+      commitGroup(batch);
+      for (const entry of batch) entry.resolve();
+    } catch {
+      for (const entry of batch) write('store the events', () => appendEvents(entry.events)).then(entry.resolve, entry.reject);
+    }
+  };
+  const appendGrouped = (events: ConversationEvent[]): Promise<void> =>
+    new Promise((resolve, reject) => {
+      if (group.push({ events, resolve, reject }) === 1) setImmediate(flushGroup);
+    });
+
   const endTurn = database.transaction((event: ConversationEvent, assistantText: string) => {
     statements.insertEvent.run(toRow(event));
     if (assistantText.length > 0) {
@@ -239,7 +262,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
         history: statements.historyBefore.all(conversationId, turn),
         lastSeq: statements.lastSeq.get(conversationId)?.seq ?? 0,
       })),
-    appendEvents: (events) => write('store the events', () => appendEvents(events)),
+    appendEvents: appendGrouped,
     endTurn: ({ event, assistantText }) => write('end the turn', () => endTurn(event, assistantText)),
     getConversation: (conversationId) =>
       write('read the conversation', (): Conversation | null => {
@@ -282,6 +305,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     pruneConversations: (updatedBefore) =>
       write('prune conversations', () => statements.pruneConversations.run(updatedBefore).changes),
     close: async () => {
+      if (group.length > 0 && database.open) flushGroup();
       await stopCheckpointer?.();
       if (database.open) database.close();
     },

@@ -47,3 +47,19 @@ it('copies the write-ahead log into the database file from a background thread',
   await reopened.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+it('writes the events of one loop turn together, and a bad write fails only its own caller', async () => {
+  const store = createSqliteStore({ path: ':memory:' });
+  for (const id of ['a', 'b']) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
+  await store.appendEvents([makeEvent({ conversationId: 'a', turn: 1, seq: 1, type: 'CHUNK', chunk: 'first', createdAt: 1 })]);
+  // Handed over in the same turn of the event loop: one group, one of them a duplicate seq.
+  const good = store.appendEvents([makeEvent({ conversationId: 'b', turn: 1, seq: 1, type: 'CHUNK', chunk: 'kept', createdAt: 2 })]);
+  const bad = store.appendEvents([makeEvent({ conversationId: 'a', turn: 1, seq: 1, type: 'CHUNK', chunk: 'again', createdAt: 2 })]);
+  const alsoGood = store.appendEvents([makeEvent({ conversationId: 'a', turn: 1, seq: 2, type: 'CHUNK', chunk: 'second', createdAt: 3 })]);
+  await expect(good).resolves.toBeUndefined();
+  await expect(bad).rejects.toThrow(/Could not store the events/);
+  await expect(alsoGood).resolves.toBeUndefined();
+  expect((await store.listEvents('a', 0)).map((event) => event.chunk)).toEqual(['first', 'second']);
+  expect((await store.listEvents('b', 0)).map((event) => event.chunk)).toEqual(['kept']);
+  await store.close();
+});
