@@ -213,17 +213,22 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     for (const event of events) statements.insertEvent.run(toRow(event));
   });
 
-  // Group commit: the events every turn hands over during one turn of the event loop are written
-  // in one transaction, since a transaction's fixed cost is most of a one-row insert's. If the
-  // group fails, each caller's events are written on their own, so a bad write fails only its
+  // Group commit: a write that finds nothing waiting is committed at once, and opens a group that
+  // collects whatever other turns hand over before the event loop comes round; the group is then
+  // written in one transaction, since a transaction's fixed cost is most of a one-row insert's. A
+  // quiet stream pays nothing; a busy gateway pays one commit per loop turn instead of one per event.
+  // If a group fails, each caller's events are written on their own, so a bad write fails only its
   // caller and leaves the others stored.
   let group: Array<{ events: ConversationEvent[]; resolve: () => void; reject: (error: unknown) => void }> = [];
+  let groupOpen = false;
   const commitGroup = database.transaction((batch: typeof group) => {
     for (const entry of batch) for (const event of entry.events) statements.insertEvent.run(toRow(event));
   });
   const flushGroup = (): void => {
+    groupOpen = false;
     const batch = group;
     group = [];
+    if (batch.length === 0) return;
     try {
       commitGroup(batch);
       for (const entry of batch) entry.resolve();
@@ -231,10 +236,14 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       for (const entry of batch) write('store the events', () => appendEvents(entry.events)).then(entry.resolve, entry.reject);
     }
   };
-  const appendGrouped = (events: ConversationEvent[]): Promise<void> =>
-    new Promise((resolve, reject) => {
-      if (group.push({ events, resolve, reject }) === 1) setImmediate(flushGroup);
-    });
+  const appendGrouped = (events: ConversationEvent[]): Promise<void> => {
+    if (!groupOpen) {
+      groupOpen = true;
+      setImmediate(flushGroup);
+      return write('store the events', () => appendEvents(events));
+    }
+    return new Promise((resolve, reject) => void group.push({ events, resolve, reject }));
+  };
 
   const endTurn = database.transaction((event: ConversationEvent, assistantText: string) => {
     statements.insertEvent.run(toRow(event));
