@@ -102,3 +102,27 @@ export function makeEvent(
     ...fields,
   };
 }
+
+/**
+ * A complete event from one whose optional fields may be missing or undefined (a GraphQL input, a
+ * database item): every field in the order of the schema, absent ones as null.
+ */
+export function normaliseEvent(
+  event: Pick<ConversationEvent, 'conversationId' | 'turn' | 'seq' | 'type' | 'createdAt'> & {
+    [K in 'chunk' | 'error' | 'errorCode' | 'stopReason' | 'usage' | 'latencyMs']?: ConversationEvent[K] | undefined;
+  },
+): ConversationEvent {
+  return {
+    conversationId: event.conversationId,
+    turn: event.turn,
+    seq: event.seq,
+    type: event.type,
+    chunk: event.chunk ?? null,
+    error: event.error ?? null,
+    errorCode: event.errorCode ?? null,
+    stopReason: event.stopReason ?? null,
+    usage: event.usage ? { inputTokens: event.usage.inputTokens, outputTokens: event.usage.outputTokens } : null,
+    latencyMs: event.latencyMs ?? null,
+    createdAt: event.createdAt,
+  };
+}

@@ -14,7 +14,7 @@ import {
   type GraphQLFieldResolver,
   type GraphQLObjectType,
 } from 'graphql';
-import type { ConversationEvent, InvocationEvent } from '../domain.js';
+import { normaliseEvent, type ConversationEvent, type InvocationEvent } from '../domain.js';
 import { BadRequestError, LongrunError, NotFoundError } from '../errors.js';
 import type { Invoker } from '../invoker/types.js';
 import type { Logger } from '../log.js';
@@ -363,22 +363,6 @@ export function checkConversationId(conversationId: string, name = 'conversation
     );
   }
   return conversationId;
-}
-
-function normaliseEvent(event: ConversationEvent): ConversationEvent {
-  return {
-    conversationId: event.conversationId,
-    turn: event.turn,
-    seq: event.seq,
-    type: event.type,
-    chunk: event.chunk ?? null,
-    error: event.error ?? null,
-    errorCode: event.errorCode ?? null,
-    stopReason: event.stopReason ?? null,
-    usage: event.usage ?? null,
-    latencyMs: event.latencyMs ?? null,
-    createdAt: event.createdAt,
-  };
 }
 
 function withoutUndefined<T extends object>(value: T): T {

@@ -35,7 +35,7 @@ import {
   type TransactWriteCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
-import type { Conversation, ConversationEvent, Message, Turn, TurnStatus } from '../domain.js';
+import { normaliseEvent, type Conversation, type ConversationEvent, type Message, type Turn, type TurnStatus } from '../domain.js';
 import { ConflictError, LongrunError, StoreError, UnauthorizedError } from '../errors.js';
 import type { BeginTurnInput, RunningTurn, Store, TurnContext } from './types.js';
 
@@ -590,19 +590,7 @@ function toEventItem(event: ConversationEvent, expiresAt: number | undefined): E
 }
 
 function fromEventItem(item: EventItem): ConversationEvent {
-  return {
-    conversationId: item.conversationId,
-    turn: item.turn,
-    seq: item.seq,
-    type: item.type,
-    chunk: item.chunk ?? null,
-    error: item.error ?? null,
-    errorCode: item.errorCode ?? null,
-    stopReason: item.stopReason ?? null,
-    usage: item.usage === undefined ? null : { inputTokens: item.usage.inputTokens, outputTokens: item.usage.outputTokens },
-    latencyMs: item.latencyMs ?? null,
-    createdAt: item.createdAt,
-  };
+  return normaliseEvent(item);
 }
 
 function sameEvent(a: ConversationEvent, b: ConversationEvent): boolean {
