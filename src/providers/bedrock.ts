@@ -18,6 +18,7 @@ import {
 } from '@aws-sdk/client-bedrock-runtime';
 import type { Usage } from '../domain.js';
 import {
+  attemptController,
   classifyNetworkError,
   defaultRetryPolicy,
   messageOf,
@@ -104,12 +105,8 @@ async function* streamOnce(
   input: ConverseStreamCommandInput,
   requestSignal: AbortSignal,
 ): AsyncGenerator<StreamPart> {
-  // An attempt has its own controller so that however this generator ends (the consumer stops
-  // reading, a retry, an abort) the HTTP/2 stream is closed rather than left to drain.
-  const attemptAbort = new AbortController();
-  const forwardAbort = (): void => attemptAbort.abort(requestSignal.reason);
   if (requestSignal.aborted) return;
-  requestSignal.addEventListener('abort', forwardAbort, { once: true });
+  const attemptAbort = attemptController(requestSignal);
 
   let stopReason: string | undefined;
   let usage: Usage | undefined;
@@ -161,8 +158,7 @@ async function* streamOnce(
     if (attemptAbort.signal.aborted) return;
     yield describeBedrockFailure(error, { modelId: input.modelId, region: await regionOf(client) });
   } finally {
-    requestSignal.removeEventListener('abort', forwardAbort);
-    attemptAbort.abort();
+    attemptAbort.release();
   }
 }
 

@@ -10,6 +10,7 @@ import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUse
 import type { ChatCompletionChunk, ChatCompletionCreateParamsStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import type { Usage } from '../domain.js';
 import {
+  attemptController,
   classifyNetworkError,
   defaultRetryPolicy,
   messageOf,
@@ -111,12 +112,8 @@ async function* streamOnce(
   context: OpenAIFailureContext,
   requestSignal: AbortSignal,
 ): AsyncGenerator<StreamPart> {
-  // An attempt has its own controller so that however this generator ends (the consumer stops
-  // reading, a retry, an abort) the HTTP request is aborted and its connection closed.
-  const attemptAbort = new AbortController();
-  const forwardAbort = (): void => attemptAbort.abort(requestSignal.reason);
   if (requestSignal.aborted) return;
-  requestSignal.addEventListener('abort', forwardAbort, { once: true });
+  const attemptAbort = attemptController(requestSignal);
 
   let finishReason: string | undefined;
   let usage: Usage | undefined;
@@ -136,8 +133,7 @@ async function* streamOnce(
     if (attemptAbort.signal.aborted || error instanceof APIUserAbortError) return;
     yield describeOpenAIFailure(error, context);
   } finally {
-    requestSignal.removeEventListener('abort', forwardAbort);
-    attemptAbort.abort();
+    attemptAbort.release();
   }
 }
 

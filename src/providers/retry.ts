@@ -183,3 +183,21 @@ export function messageOf(error: unknown): string {
     return String(error);
   }
 }
+
+/**
+ * The abort controller of one attempt at a vendor request: aborted when the request's signal
+ * aborts, and by `release()` however the attempt ends (the consumer stops reading, a retry, an
+ * error), so that its HTTP stream is closed rather than left to drain.
+ */
+export function attemptController(requestSignal: AbortSignal): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  const forward = (): void => controller.abort(requestSignal.reason);
+  requestSignal.addEventListener('abort', forward, { once: true });
+  return {
+    signal: controller.signal,
+    release() {
+      requestSignal.removeEventListener('abort', forward);
+      controller.abort();
+    },
+  };
+}
