@@ -333,9 +333,9 @@ function serverEnvironment(kind: ServerKind, extra: Record<string, string>): Rec
 
 async function startServer(kind: ServerKind, extra: Record<string, string>, profileName: string | undefined): Promise<{ child: Child; ready: ServerReady }> {
   const nodeArgs = ['--expose-gc', '--enable-source-maps', ...(kind === 'longrun' ? gatewayNodeArgs : [])];
-  if (profileName && kind === 'longrun') {
+  if (profileName) {
     mkdirSync(PROFILE_DIR, { recursive: true });
-    nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${profileName}.cpuprofile`);
+    nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${profileName.replace('longrun', kind)}.cpuprofile`);
   }
   const child = new Child(kind, built[kind], nodeArgs, serverEnvironment(kind, extra));
   try {

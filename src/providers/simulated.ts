@@ -122,48 +122,56 @@ export function createSimulatedProvider(options: SimulatedProviderOptions = {}):
       const start = performance.now() + (plan.ttftMs ?? ttftMs);
       const { signal } = request;
 
-      for (let index = 0; index < tokens.length; index += 1) {
-        if (plan.failAfter !== undefined && index === plan.failAfter) {
-          yield {
-            type: 'error',
-            code: 'ModelFailure',
-            message: `The simulated model failed after ${index} tokens, as the prompt's [fail-after=${plan.failAfter}] asked.`,
-            isRetryable: false,
-          };
-          return;
-        }
-        if (plan.stallAfter !== undefined && index === plan.stallAfter) {
-          await sleep(Number.POSITIVE_INFINITY, signal);
-          return;
-        }
-        const due = rate > 0 ? start + (index * 1000) / rate : start;
-        const wait = due - performance.now();
-        if (wait > 0) await sleep(wait, signal);
-        else if (index % 256 === 255) await sleep(0, signal); // let I/O run when behind or unthrottled
-        if (signal.aborted) return;
-        yield { type: 'text-delta', delta: plan.stamp ? `⟦${now().toFixed(3)}⟧${tokens[index]!}` : tokens[index]! };
-      }
-      if (signal.aborted) return;
-      yield {
-        type: 'finish',
-        stopReason: limit < plan.tokens ? 'max_tokens' : 'end_turn',
-        usage: { inputTokens: countWords(seed), outputTokens: tokens.length },
+      // One abort listener for the whole stream, not one per token: a sleep only keeps how to
+      // wake it early.
+      let wake: (() => void) | undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        wake?.();
       };
+      signal.addEventListener('abort', onAbort, { once: true });
+      const sleep = (ms: number): Promise<void> =>
+        new Promise((resolve) => {
+          if (signal.aborted) return resolve();
+          wake = resolve;
+          timer = Number.isFinite(ms) ? setTimeout(resolve, ms) : undefined;
+        });
+
+      try {
+        for (let index = 0; index < tokens.length; index += 1) {
+          if (plan.failAfter !== undefined && index === plan.failAfter) {
+            yield {
+              type: 'error',
+              code: 'ModelFailure',
+              message: `The simulated model failed after ${index} tokens, as the prompt's [fail-after=${plan.failAfter}] asked.`,
+              isRetryable: false,
+            };
+            return;
+          }
+          if (plan.stallAfter !== undefined && index === plan.stallAfter) {
+            await sleep(Number.POSITIVE_INFINITY);
+            return;
+          }
+          const due = rate > 0 ? start + (index * 1000) / rate : start;
+          const wait = due - performance.now();
+          if (wait > 0) await sleep(wait);
+          else if (index % 256 === 255) await sleep(0); // let I/O run when behind or unthrottled
+          if (signal.aborted) return;
+          yield { type: 'text-delta', delta: plan.stamp ? `⟦${now().toFixed(3)}⟧${tokens[index]!}` : tokens[index]! };
+        }
+        if (signal.aborted) return;
+        yield {
+          type: 'finish',
+          stopReason: limit < plan.tokens ? 'max_tokens' : 'end_turn',
+          usage: { inputTokens: countWords(seed), outputTokens: tokens.length },
+        };
+      } finally {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+      }
     },
   };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = Number.isFinite(ms) ? setTimeout(done, ms) : undefined;
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 function fnv1a(text: string): number {

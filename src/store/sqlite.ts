@@ -89,44 +89,82 @@ CREATE TABLE IF NOT EXISTS events (
 export interface SqliteStoreOptions {
   /** Path of the database file, created with its folder when missing; `:memory:` for none. */
   path: string;
-  /** How often a background thread copies the write-ahead log into the database (default 1000 ms). */
+  /** How often the background checkpointer looks at how much was written (default 1000 ms). */
   checkpointIntervalMs?: number;
+  /**
+   * Rows written since the last checkpoint that make the next look checkpoint (default 2000, about
+   * what SQLite's own automatic checkpoint lets the log grow to); 0 checkpoints at every look.
+   */
+  checkpointRows?: number;
+  /** A checkpoint also runs when anything was written and this long passed since the last (default 10,000 ms). */
+  checkpointMaxIntervalMs?: number;
 }
 
 // The checkpointer: a thread with its own connection that copies the WAL into the database file.
 // SQLite's automatic checkpoint would run inside a commit on the event loop, fsync included, and
-// stall every stream for tens of milliseconds; here it runs beside it. It is CommonJS because
-// `eval` workers are.
+// stall every stream for tens of milliseconds; here it runs beside it. A checkpoint still disturbs
+// the commits that run meanwhile (its fsync competes with their writes), so it runs only once
+// enough was written: the main thread counts the rows it commits in a shared counter, and the
+// thread reads it. It is CommonJS because `eval` workers are.
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
+const written = new Int32Array(workerData.written);
 const database = new Database(workerData.path);
 database.pragma('busy_timeout = 5000');
-const checkpoint = (mode) => { try { database.pragma('wal_checkpoint(' + mode + ')'); } catch {} };
-const timer = setInterval(() => checkpoint('PASSIVE'), workerData.intervalMs);
+let checkpointedAt = Date.now();
+let checkpointedRows = 0;
+const checkpoint = () => {
+  checkpointedRows = Atomics.load(written, 0);
+  checkpointedAt = Date.now();
+  try { database.pragma('wal_checkpoint(PASSIVE)'); } catch {}
+};
+const timer = setInterval(() => {
+  const rows = (Atomics.load(written, 0) - checkpointedRows) | 0;
+  if (rows > 0 && (rows >= workerData.rows || Date.now() - checkpointedAt >= workerData.maxIntervalMs)) checkpoint();
+}, workerData.intervalMs);
 parentPort.on('message', () => {
   clearInterval(timer);
-  checkpoint('PASSIVE');
+  checkpoint();
   database.close();
   parentPort.close();
 });
 `;
 
-function startCheckpointer(path: string, intervalMs: number): () => Promise<void> {
+interface Checkpointer {
+  /** Counts rows committed on the main connection. */
+  wrote(rows: number): void;
+  /** Runs a last checkpoint and stops the thread. */
+  stop(): Promise<void>;
+}
+
+function startCheckpointer(path: string, options: SqliteStoreOptions): Checkpointer {
+  const written = new Int32Array(new SharedArrayBuffer(4));
   const worker = new Worker(CHECKPOINTER, {
     eval: true,
-    workerData: { path, intervalMs, module: createRequire(import.meta.url).resolve('better-sqlite3') },
+    workerData: {
+      path,
+      written: written.buffer,
+      intervalMs: options.checkpointIntervalMs ?? 1000,
+      rows: options.checkpointRows ?? 2000,
+      maxIntervalMs: options.checkpointMaxIntervalMs ?? 10_000,
+      module: createRequire(import.meta.url).resolve('better-sqlite3'),
+    },
   });
   // Not holding the process open on its own: the store's close() ends it.
   worker.unref();
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   worker.on('error', () => undefined);
-  return async () => {
-    // Held while closing: an unreferenced worker would let the process exit before its last checkpoint.
-    worker.ref();
-    worker.postMessage('close');
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
-    await worker.terminate();
+  return {
+    // Wraps around after 2^32 rows; the thread compares differences, so that is harmless.
+    wrote: (rows) => void Atomics.add(written, 0, rows),
+    stop: async () => {
+      // Held while closing: an unreferenced worker would let the process exit before its last checkpoint.
+      worker.ref();
+      worker.postMessage('close');
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+      await worker.terminate();
+    },
   };
 }
 
@@ -140,13 +178,17 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     database.pragma('synchronous = NORMAL');
     database.pragma('foreign_keys = ON');
     database.pragma('busy_timeout = 2000');
+    // Each running turn appends to its own leaf page of the events table; SQLite's default cache
+    // (2 MB) holds the pages of about 500 of them, and past that every insert reads its page back
+    // from the file. Pages are cached only once used, so an idle store costs nothing more.
+    database.pragma('cache_size = -32768');
     database.exec(SCHEMA);
     if (options.path !== ':memory:') database.pragma('wal_autocheckpoint = 0');
   } catch (error) {
     throw new StoreError(`Cannot open the SQLite database at ${options.path}: ${(error as Error).message}`, error);
   }
 
-  const stopCheckpointer = options.path === ':memory:' ? undefined : startCheckpointer(options.path, options.checkpointIntervalMs ?? 1000);
+  const checkpointer = options.path === ':memory:' ? undefined : startCheckpointer(options.path, options);
 
   const statements = {
     getConversation: database.prepare<[string], ConversationRow>('SELECT * FROM conversations WHERE id = ?'),
@@ -164,8 +206,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     insertEvent: database.prepare(
       `INSERT INTO events (conversation_id, seq, turn, type, chunk, error, error_code, stop_reason, input_tokens,
         output_tokens, latency_ms, created_at)
-       VALUES (@conversation_id, @seq, @turn, @type, @chunk, @error, @error_code, @stop_reason, @input_tokens,
-        @output_tokens, @latency_ms, @created_at)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     endTurn: database.prepare(`UPDATE turns SET status = ?, ended_at = ? WHERE conversation_id = ? AND turn = ? AND status = 'RUNNING'`),
     endConversationTurn: database.prepare(`UPDATE conversations SET status = ?, updated_at = ? WHERE id = ? AND turn = ?`),
@@ -211,6 +252,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
 
   const appendEvents = database.transaction((events: ConversationEvent[]) => {
     for (const event of events) statements.insertEvent.run(toRow(event));
+    checkpointer?.wrote(events.length);
   });
 
   // Group commit: a write that finds nothing waiting is committed at once, and opens a group that
@@ -222,7 +264,12 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   let group: Array<{ events: ConversationEvent[]; resolve: () => void; reject: (error: unknown) => void }> = [];
   let groupOpen = false;
   const commitGroup = database.transaction((batch: typeof group) => {
-    for (const entry of batch) for (const event of entry.events) statements.insertEvent.run(toRow(event));
+    let rows = 0;
+    for (const entry of batch) {
+      for (const event of entry.events) statements.insertEvent.run(toRow(event));
+      rows += entry.events.length;
+    }
+    checkpointer?.wrote(rows);
   });
   const flushGroup = (): void => {
     groupOpen = false;
@@ -252,6 +299,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     }
     statements.endTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
     statements.endConversationTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
+    checkpointer?.wrote(4);
   });
 
   /** Runs a write, turning SQLite's errors into `StoreError` (domain errors pass through). */
@@ -315,27 +363,28 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       write('prune conversations', () => statements.pruneConversations.run(updatedBefore).changes),
     close: async () => {
       if (group.length > 0 && database.open) flushGroup();
-      await stopCheckpointer?.();
+      await checkpointer?.stop();
       if (database.open) database.close();
     },
   };
 }
 
-function toRow(event: ConversationEvent): EventRow {
-  return {
-    conversation_id: event.conversationId,
-    seq: event.seq,
-    turn: event.turn,
-    type: event.type,
-    chunk: event.chunk,
-    error: event.error,
-    error_code: event.errorCode,
-    stop_reason: event.stopReason,
-    input_tokens: event.usage?.inputTokens ?? null,
-    output_tokens: event.usage?.outputTokens ?? null,
-    latency_ms: event.latencyMs,
-    created_at: event.createdAt,
-  };
+/** The parameters of `insertEvent`, in the order of its columns (positional binding is the cheapest). */
+function toRow(event: ConversationEvent): unknown[] {
+  return [
+    event.conversationId,
+    event.seq,
+    event.turn,
+    event.type,
+    event.chunk,
+    event.error,
+    event.errorCode,
+    event.stopReason,
+    event.usage?.inputTokens ?? null,
+    event.usage?.outputTokens ?? null,
+    event.latencyMs,
+    event.createdAt,
+  ];
 }
 
 function fromRow(row: EventRow): ConversationEvent {
