@@ -1,15 +1,9 @@
 /**
- * Coalesces a model's text deltas into chunks, on average at most one chunk every `flushMs`: the
- * first delta goes out at once, and so does every delta of a model slower than that; faster ones
- * wait, gathered with whatever else arrives meanwhile, until the stream is due another chunk.
- * `flushBytes` waiting also flush at once; `flushMs` 0 flushes every delta as it comes.
- *
- * "Due" is kept on a schedule (a generic cell rate algorithm) rather than counted from the last
- * chunk: each chunk moves the next due time `flushMs` on, and a chunk may go out up to half of
- * `flushMs` early. Counting from the last chunk would tie the chunks of every stream to the moment
- * the event loop caught up after a stall: all of them would then be due at the same instant, and
- * stay so, turning an even load into bursts. With the schedule, a stream's chunks return to the
- * times its model sends them within one interval.
+ * Coalesces a model's text deltas into chunks, at most one chunk every `flushMs`: a delta that
+ * arrives when the last chunk is at least `flushMs` old goes out at once (so the first token, and
+ * every token of a slow model, waits for nothing); one that arrives sooner waits only until
+ * `flushMs` after the last chunk, gathered with whatever else arrives meanwhile. `flushBytes`
+ * waiting also flush at once; `flushMs` 0 flushes every delta as it comes.
  *
  * The coalescer never splits a delta, so a multi-byte character is never cut.
  */
@@ -26,21 +20,21 @@ export class Coalescer {
   private buffer: string[] = [];
   private bufferedBytes = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  /** When the next chunk is due (performance.now()); one may go out up to `flushMs / 2` sooner. */
-  private due = Number.NEGATIVE_INFINITY;
+  /** When the last chunk went out (performance.now()); -Infinity before the first. */
+  private lastFlushAt = Number.NEGATIVE_INFINITY;
   /** The chain of flushes, so chunks are written in order and errors surface in `drain`. */
   private pending: Promise<void> = Promise.resolve();
   private failure: unknown;
 
   constructor(private readonly options: CoalescerOptions) {}
 
-  /** Adds a delta; it goes out at once when the stream is due a chunk or the buffer fills, else when it is due. */
+  /** Adds a delta; it goes out at once, when `flushMs` have passed since the last chunk, or when the buffer fills. */
   push(delta: string): void {
     if (delta.length === 0) return;
     this.buffer.push(delta);
     this.bufferedBytes += Buffer.byteLength(delta, 'utf8');
     if (this.timer !== undefined && this.bufferedBytes < this.options.flushBytes) return;
-    const wait = this.due - this.options.flushMs / 2 - performance.now();
+    const wait = this.lastFlushAt + this.options.flushMs - performance.now();
     if (wait <= 0 || this.bufferedBytes >= this.options.flushBytes) this.flushNow();
     else this.timer = setTimeout(() => this.flushNow(), wait);
   }
@@ -66,7 +60,7 @@ export class Coalescer {
   private flushNow(): void {
     this.dispose();
     if (this.buffer.length === 0) return;
-    this.due = Math.max(this.due, performance.now()) + this.options.flushMs;
+    this.lastFlushAt = performance.now();
     const text = this.buffer.join('');
     this.buffer = [];
     this.bufferedBytes = 0;
