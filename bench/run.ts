@@ -54,7 +54,8 @@ const FULL: Plan = {
   s1: { rate: 100, seconds: 10 },
   s2: { conversations: 1000, rate: 20, seconds: 15 },
   s3: { subscribers: 1000, rate: 50, seconds: 10 },
-  s4: { conversations: 1000, rates: [5, 10, 20, 40, 80, 160, 320, 640], seconds: 6 },
+  // Steps of about √2, so that "the highest rate held" is known to within 40 % rather than 2×.
+  s4: { conversations: 1000, rates: [5, 7, 10, 14, 20, 28, 40, 56, 80, 113, 160, 226, 320, 453, 640], seconds: 6 },
   idle: { connections: 5000 },
   publisher: { tokens: 1000, rates: [50, 200], flushMs: LAMBDA_DEFAULT_FLUSH_MS },
 };
@@ -555,7 +556,7 @@ export function verdict(measurement: Measurement | FailedMeasurement, offered: n
 async function scenarioS4(): Promise<SaturationResult> {
   const { conversations, rates, seconds } = plan.s4;
   const result: SaturationResult = {
-    title: `S4 saturation: ${conversations} conversations, per-conversation rate doubled until token p99 > ${S4_P99_LIMIT_MS} ms, a loss, or less than ${S4_DELIVERED_SHARE * 100} % of the rate delivered`,
+    title: `S4 saturation: ${conversations} conversations, per-conversation rate raised by about √2 a step until token p99 > ${S4_P99_LIMIT_MS} ms, a loss, or less than ${S4_DELIVERED_SHARE * 100} % of the rate delivered`,
     parameters: { conversations, rates, seconds, flushMs: 50, p99LimitMs: S4_P99_LIMIT_MS },
     steps: {},
     held: {},

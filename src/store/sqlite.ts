@@ -168,6 +168,13 @@ function startCheckpointer(path: string, options: SqliteStoreOptions): Checkpoin
   };
 }
 
+/**
+ * The most writes one group commit gathers (see `appendGrouped`). Sixteen rows share a commit's
+ * fixed cost well, and a write waits for at most fifteen others (about a millisecond under load)
+ * rather than for the rest of a loop turn that, under load, can take tens of milliseconds.
+ */
+const GROUP_LIMIT = 16;
+
 /** Opens (and creates when needed) the SQLite store. Throws `StoreError` when the file cannot be opened. */
 export function createSqliteStore(options: SqliteStoreOptions): Store {
   let database: Database.Database;
@@ -256,9 +263,10 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   });
 
   // Group commit: a write that finds nothing waiting is committed at once, and opens a group that
-  // collects whatever other turns hand over before the event loop comes round; the group is then
-  // written in one transaction, since a transaction's fixed cost is most of a one-row insert's. A
-  // quiet stream pays nothing; a busy gateway pays one commit per loop turn instead of one per event.
+  // collects whatever other turns hand over before the event loop comes round, or until it holds
+  // GROUP_LIMIT writes; the group is then written in one transaction, since a transaction's fixed
+  // cost is most of a one-row insert's. A quiet stream pays nothing; a busy gateway pays one commit
+  // per GROUP_LIMIT events instead of one per event.
   // If a group fails, each caller's events are written on their own, so a bad write fails only its
   // caller and leaves the others stored.
   let group: Array<{ events: ConversationEvent[]; resolve: () => void; reject: (error: unknown) => void }> = [];
@@ -271,8 +279,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     }
     checkpointer?.wrote(rows);
   });
-  const flushGroup = (): void => {
-    groupOpen = false;
+  const commitWaiting = (): void => {
     const batch = group;
     group = [];
     if (batch.length === 0) return;
@@ -283,13 +290,21 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       for (const entry of batch) write('store the events', () => appendEvents(entry.events)).then(entry.resolve, entry.reject);
     }
   };
+  const flushGroup = (): void => {
+    groupOpen = false;
+    commitWaiting();
+  };
   const appendGrouped = (events: ConversationEvent[]): Promise<void> => {
     if (!groupOpen) {
       groupOpen = true;
       setImmediate(flushGroup);
       return write('store the events', () => appendEvents(events));
     }
-    return new Promise((resolve, reject) => void group.push({ events, resolve, reject }));
+    const written = new Promise<void>((resolve, reject) => void group.push({ events, resolve, reject }));
+    // A full group is written now: under load a loop turn is long, and the events that arrived
+    // early in it would otherwise wait for all that came after them.
+    if (group.length >= GROUP_LIMIT) commitWaiting();
+    return written;
   };
 
   const endTurn = database.transaction((event: ConversationEvent, assistantText: string) => {

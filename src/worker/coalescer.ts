@@ -5,6 +5,11 @@
  * `flushMs` after the last chunk, gathered with whatever else arrives meanwhile. `flushBytes`
  * waiting also flush at once; `flushMs` 0 flushes every delta as it comes.
  *
+ * A chunk also waits while the one before it is still being handed over (stored and published):
+ * when the store or the event loop falls behind, each turn then sends fewer, larger chunks instead
+ * of queueing more of them, so the delay stays at one hand-over rather than growing with the
+ * queue. (`flushBytes` still bound a chunk's size, and `flushMs` 0 queues every delta.)
+ *
  * The coalescer never splits a delta, so a multi-byte character is never cut.
  */
 export interface CoalescerOptions {
@@ -25,6 +30,10 @@ export class Coalescer {
   /** The chain of flushes, so chunks are written in order and errors surface in `drain`. */
   private pending: Promise<void> = Promise.resolve();
   private failure: unknown;
+  /** Chunks handed to `flush` and not finished. */
+  private inFlight = 0;
+  /** A chunk was due while another was in flight: it goes out when that one is done. */
+  private dueWhenFree = false;
 
   constructor(private readonly options: CoalescerOptions) {}
 
@@ -35,8 +44,9 @@ export class Coalescer {
     this.bufferedBytes += Buffer.byteLength(delta, 'utf8');
     if (this.timer !== undefined && this.bufferedBytes < this.options.flushBytes) return;
     const wait = this.lastFlushAt + this.options.flushMs - performance.now();
-    if (wait <= 0 || this.bufferedBytes >= this.options.flushBytes) this.flushNow();
-    else this.timer = setTimeout(() => this.flushNow(), wait);
+    if (this.bufferedBytes >= this.options.flushBytes) this.flushNow();
+    else if (wait <= 0) this.flushWhenFree();
+    else this.timer = setTimeout(() => this.flushWhenFree(), wait);
   }
 
   /** The first error a flush raised, if any; the worker checks it to stop the turn early. */
@@ -46,6 +56,7 @@ export class Coalescer {
 
   /** Flushes what is buffered and waits for every flush; rejects with the first flush error. */
   async drain(): Promise<void> {
+    this.dueWhenFree = false;
     this.flushNow();
     await this.pending;
     if (this.failure !== undefined) throw this.failure;
@@ -57,6 +68,13 @@ export class Coalescer {
     this.timer = undefined;
   }
 
+  /** Flushes now, or once the chunk in flight is done. */
+  private flushWhenFree(): void {
+    this.dispose();
+    if (this.inFlight > 0 && this.options.flushMs > 0) this.dueWhenFree = true;
+    else this.flushNow();
+  }
+
   private flushNow(): void {
     this.dispose();
     if (this.buffer.length === 0) return;
@@ -64,12 +82,18 @@ export class Coalescer {
     const text = this.buffer.join('');
     this.buffer = [];
     this.bufferedBytes = 0;
+    this.inFlight += 1;
     this.pending = this.pending.then(async () => {
-      if (this.failure !== undefined) return;
       try {
-        await this.options.flush(text);
+        if (this.failure === undefined) await this.options.flush(text);
       } catch (error) {
         this.failure = error;
+      } finally {
+        this.inFlight -= 1;
+        if (this.dueWhenFree && this.inFlight === 0) {
+          this.dueWhenFree = false;
+          this.flushNow();
+        }
       }
     });
   }

@@ -66,6 +66,20 @@ it('checkpoints once enough was written, or once enough time passed since anythi
   rmSync(dir, { recursive: true, force: true });
 });
 
+it('commits a full group at once instead of at the end of the loop turn', async () => {
+  const store = createSqliteStore({ path: ':memory:' });
+  const ids = Array.from({ length: 40 }, (_, index) => `c${index}`);
+  for (const id of ids) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
+  // All handed over in one turn of the event loop. The first is committed at once, the rest in
+  // groups of at most 16: the first 33 are stored before the loop comes round, the last 7 after.
+  const writes = ids.map((id) => store.appendEvents([makeEvent({ conversationId: id, turn: 1, seq: 1, type: 'CHUNK', chunk: id, createdAt: 2 })]));
+  const storedBeforeTheLoopTurnEnds = await Promise.all(ids.map((id) => store.listEvents(id, 0)));
+  expect(storedBeforeTheLoopTurnEnds.filter((events) => events.length === 1).length).toBe(33);
+  await Promise.all(writes);
+  expect((await Promise.all(ids.map((id) => store.listEvents(id, 0)))).every((events) => events.length === 1)).toBe(true);
+  await store.close();
+});
+
 it('writes the events of one loop turn together, and a bad write fails only its own caller', async () => {
   const store = createSqliteStore({ path: ':memory:' });
   for (const id of ['a', 'b']) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });

@@ -241,6 +241,28 @@ describe('Coalescer', () => {
     await coalescer.drain();
   });
 
+  it('holds a due chunk while the one before it is still being handed over, then sends what gathered', async () => {
+    const flushed: Array<{ text: string; at: number }> = [];
+    const start = performance.now();
+    const coalescer = new Coalescer({
+      flushMs: 10,
+      flushBytes: 4096,
+      flush: async (text) => {
+        flushed.push({ text, at: performance.now() - start });
+        await new Promise((resolve) => setTimeout(resolve, 60)); // a slow store
+      },
+    });
+    const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    coalescer.push('a');
+    await wait(20);
+    coalescer.push('b'); // due (10 ms passed), but "a" is still being stored
+    await wait(10);
+    coalescer.push('c');
+    await coalescer.drain();
+    expect(flushed.map((chunk) => chunk.text)).toEqual(['a', 'bc']);
+    expect(flushed[1]!.at).toBeGreaterThanOrEqual(55);
+  });
+
   it('never splits a delta and keeps order when flushes are slow', async () => {
     const flushed: string[] = [];
     const coalescer = new Coalescer({
