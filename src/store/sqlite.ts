@@ -257,25 +257,47 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     return turn;
   });
 
-  const appendEvents = database.transaction((events: ConversationEvent[]) => {
+  // The writes of running turns: their events, then their end. Each is a list of statements run
+  // in one transaction, alone or with others (below).
+  const insertEvents = (events: ConversationEvent[]): void => {
     for (const event of events) statements.insertEvent.run(toRow(event));
-    checkpointer?.wrote(events.length);
-  });
+  };
+  const finishTurn = (event: ConversationEvent, assistantText: string): void => {
+    statements.insertEvent.run(toRow(event));
+    if (assistantText.length > 0) {
+      statements.insertMessage.run(event.conversationId, event.turn, 'assistant', assistantText);
+    }
+    statements.endTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
+    statements.endConversationTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
+  };
 
   // Group commit: a write that finds nothing waiting is committed at once, and opens a group that
   // collects whatever other turns hand over before the event loop comes round, or until it holds
   // GROUP_LIMIT writes; the group is then written in one transaction, since a transaction's fixed
   // cost is most of a one-row insert's. A quiet stream pays nothing; a busy gateway pays one commit
-  // per GROUP_LIMIT events instead of one per event.
-  // If a group fails, each caller's events are written on their own, so a bad write fails only its
-  // caller and leaves the others stored.
-  let group: Array<{ events: ConversationEvent[]; resolve: () => void; reject: (error: unknown) => void }> = [];
+  // per GROUP_LIMIT writes instead of one per write: events as well as the ends of turns, which
+  // under load come in bursts (turns started together end together).
+  // If a group fails, each write is retried on its own, so a bad write fails only its caller and
+  // leaves the others stored.
+  interface GroupedWrite {
+    run: () => void;
+    /** Rows it writes, for the checkpointer. */
+    rows: number;
+    what: string;
+    resolve: () => void;
+    reject: (error: unknown) => void;
+  }
+  let group: GroupedWrite[] = [];
   let groupOpen = false;
-  const commitGroup = database.transaction((batch: typeof group) => {
+  const commitOne = database.transaction((entry: Pick<GroupedWrite, 'run' | 'rows'>) => {
+    entry.run();
+    checkpointer?.wrote(entry.rows);
+  });
+  const commitGroup = database.transaction((batch: GroupedWrite[]) => {
     let rows = 0;
     for (const entry of batch) {
-      for (const event of entry.events) statements.insertEvent.run(toRow(event));
-      rows += entry.events.length;
+      entry.run();
+      rows += entry.rows;
     }
     checkpointer?.wrote(rows);
   });
@@ -287,35 +309,25 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       commitGroup(batch);
       for (const entry of batch) entry.resolve();
     } catch {
-      for (const entry of batch) write('store the events', () => appendEvents(entry.events)).then(entry.resolve, entry.reject);
+      for (const entry of batch) write(entry.what, () => commitOne(entry)).then(entry.resolve, entry.reject);
     }
   };
   const flushGroup = (): void => {
     groupOpen = false;
     commitWaiting();
   };
-  const appendGrouped = (events: ConversationEvent[]): Promise<void> => {
+  const grouped = (what: string, rows: number, run: () => void): Promise<void> => {
     if (!groupOpen) {
       groupOpen = true;
       setImmediate(flushGroup);
-      return write('store the events', () => appendEvents(events));
+      return write(what, () => commitOne({ run, rows }));
     }
-    const written = new Promise<void>((resolve, reject) => void group.push({ events, resolve, reject }));
-    // A full group is written now: under load a loop turn is long, and the events that arrived
+    const written = new Promise<void>((resolve, reject) => void group.push({ run, rows, what, resolve, reject }));
+    // A full group is written now: under load a loop turn is long, and the writes that arrived
     // early in it would otherwise wait for all that came after them.
     if (group.length >= GROUP_LIMIT) commitWaiting();
     return written;
   };
-
-  const endTurn = database.transaction((event: ConversationEvent, assistantText: string) => {
-    statements.insertEvent.run(toRow(event));
-    if (assistantText.length > 0) {
-      statements.insertMessage.run(event.conversationId, event.turn, 'assistant', assistantText);
-    }
-    statements.endTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
-    statements.endConversationTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
-    checkpointer?.wrote(4);
-  });
 
   /** Runs a write, turning SQLite's errors into `StoreError` (domain errors pass through). */
   const write = <T>(what: string, action: () => T): Promise<T> => {
@@ -334,8 +346,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
         history: statements.historyBefore.all(conversationId, turn),
         lastSeq: statements.lastSeq.get(conversationId)?.seq ?? 0,
       })),
-    appendEvents: appendGrouped,
-    endTurn: ({ event, assistantText }) => write('end the turn', () => endTurn(event, assistantText)),
+    appendEvents: (events) => grouped('store the events', events.length, () => insertEvents(events)),
+    endTurn: ({ event, assistantText }) => grouped('end the turn', 4, () => finishTurn(event, assistantText)),
     getConversation: (conversationId) =>
       write('read the conversation', (): Conversation | null => {
         const row = statements.getConversation.get(conversationId);

@@ -175,11 +175,12 @@ export async function runInvocation(invocation: InvocationEvent, deps: WorkerDep
   });
   const event = makeEvent({ conversationId, turn, seq: seq + 1, createdAt: clock(), ...terminal });
   const text = textParts.join('');
-  // Subscribers learn at once that the turn ended; the store gets the terminal event as soon as it
-  // takes writes again (a lock released, space freed), within a bounded number of attempts.
-  const stored = endTurnWithRetries(deps.store, event, text, options.endTurnAttempts, logger);
+  // The terminal event is stored, then published. When the store refuses it (a lock held, a full
+  // disk), subscribers are told at once anyway, and the store gets it as soon as it takes writes
+  // again, within a bounded number of attempts.
+  const stored = await storeEnd(deps.store, event, text);
   await publishSafely(deps.publisher, [event], logger);
-  await stored;
+  if (stored !== true) await endTurnWithRetries(deps.store, event, text, options.endTurnAttempts, logger, stored.error);
   logger.info('turn-ended', {
     type: event.type,
     errorCode: event.errorCode,
@@ -254,22 +255,36 @@ function terminalFields(input: {
   };
 }
 
-async function endTurnWithRetries(store: Store, event: ConversationEvent, assistantText: string, attempts: number, logger: Logger): Promise<void> {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      await store.endTurn({ event, assistantText });
-      return;
-    } catch (error) {
-      if (attempt >= attempts) {
-        // The store still refuses (disk full, database gone): the turn stays RUNNING in the store
-        // and the next start of the gateway closes it.
-        logger.error('end-turn-failed', { error, type: event.type, attempts });
-        return;
-      }
-      logger.warn('end-turn-retry', { error, attempt });
-      await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (attempt - 1)));
-    }
+/** One attempt at storing the end of the turn: true, or the store's error. */
+async function storeEnd(store: Store, event: ConversationEvent, assistantText: string): Promise<true | { error: unknown }> {
+  try {
+    await store.endTurn({ event, assistantText });
+    return true;
+  } catch (error) {
+    return { error };
   }
+}
+
+/** Attempts 2 … `attempts` at storing the end of the turn, 250 ms apart and doubling, after the first failed with `error`. */
+async function endTurnWithRetries(
+  store: Store,
+  event: ConversationEvent,
+  assistantText: string,
+  attempts: number,
+  logger: Logger,
+  error: unknown,
+): Promise<void> {
+  let last = error;
+  for (let attempt = 2; attempt <= attempts; attempt += 1) {
+    logger.warn('end-turn-retry', { error: last, attempt: attempt - 1 });
+    await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (attempt - 2)));
+    const result = await storeEnd(store, event, assistantText);
+    if (result === true) return;
+    last = result.error;
+  }
+  // The store still refuses (disk full, database gone): the turn stays RUNNING in the store and
+  // the next start of the gateway closes it.
+  logger.error('end-turn-failed', { error: last, type: event.type, attempts });
 }
 
 /** The history as the model sees it: earlier turns that produced an answer, then the new prompt. */
