@@ -123,17 +123,19 @@ export function createSimulatedProvider(options: SimulatedProviderOptions = {}):
       const { signal } = request;
 
       // One abort listener for the whole stream, not one per token: a sleep only keeps how to
-      // wake it early.
+      // wake it early. (`signal.aborted` is a checked getter; a flag is cheaper per token.)
+      let aborted = signal.aborted;
       let wake: (() => void) | undefined;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const onAbort = (): void => {
+        aborted = true;
         clearTimeout(timer);
         wake?.();
       };
       signal.addEventListener('abort', onAbort, { once: true });
       const sleep = (ms: number): Promise<void> =>
         new Promise((resolve) => {
-          if (signal.aborted) return resolve();
+          if (aborted) return resolve();
           wake = resolve;
           timer = Number.isFinite(ms) ? setTimeout(resolve, ms) : undefined;
         });
@@ -157,10 +159,10 @@ export function createSimulatedProvider(options: SimulatedProviderOptions = {}):
           const wait = due - performance.now();
           if (wait > 0) await sleep(wait);
           else if (index % 256 === 255) await sleep(0); // let I/O run when behind or unthrottled
-          if (signal.aborted) return;
+          if (aborted) return;
           yield { type: 'text-delta', delta: plan.stamp ? `⟦${now().toFixed(3)}⟧${tokens[index]!}` : tokens[index]! };
         }
-        if (signal.aborted) return;
+        if (aborted) return;
         yield {
           type: 'finish',
           stopReason: limit < plan.tokens ? 'max_tokens' : 'end_turn',
