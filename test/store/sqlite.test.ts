@@ -28,28 +28,9 @@ it('keeps everything across reopening the file', async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-it('copies the write-ahead log into the database file from a background thread', async () => {
+it('copies the write-ahead log into the database file from a background thread, once enough was written or enough time passed', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'longrun-checkpoint-'));
-  const path = join(dir, 'db.sqlite');
-  const store = createSqliteStore({ path, checkpointIntervalMs: 100, checkpointRows: 100 });
-  await store.beginTurn({ conversationId: 'c1', prompt: 'p', now: 1 });
-  const before = statSync(path).size;
-  for (let seq = 1; seq <= 500; seq += 1) {
-    await store.appendEvents([makeEvent({ conversationId: 'c1', turn: 1, seq, type: 'CHUNK', chunk: 'x'.repeat(500), createdAt: seq })]);
-  }
-  // SQLite's own checkpoint is off, so only the background thread can grow the database file.
-  const deadline = Date.now() + 10_000;
-  while (statSync(path).size <= before + 100_000 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-  expect(statSync(path).size).toBeGreaterThan(before + 100_000);
-  await store.close();
-  const reopened = createSqliteStore({ path });
-  expect((await reopened.listEvents('c1', 0)).length).toBe(500);
-  await reopened.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-it('checkpoints once enough was written, or once enough time passed since anything was written', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'longrun-checkpoint-'));
+  // By time alone, then by rows alone.
   for (const options of [{ checkpointRows: 1_000_000, checkpointMaxIntervalMs: 300 }, { checkpointRows: 200, checkpointMaxIntervalMs: 3_600_000 }]) {
     const path = join(dir, `${options.checkpointRows}.sqlite`);
     const store = createSqliteStore({ path, checkpointIntervalMs: 50, ...options });
@@ -58,10 +39,14 @@ it('checkpoints once enough was written, or once enough time passed since anythi
     for (let seq = 1; seq <= 300; seq += 1) {
       await store.appendEvents([makeEvent({ conversationId: 'c1', turn: 1, seq, type: 'CHUNK', chunk: 'x'.repeat(500), createdAt: seq })]);
     }
+    // SQLite's own checkpoint is off, so only the background thread can grow the database file.
     const deadline = Date.now() + 10_000;
     while (statSync(path).size <= before + 100_000 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(statSync(path).size, JSON.stringify(options)).toBeGreaterThan(before + 100_000);
     await store.close();
+    const reopened = createSqliteStore({ path });
+    expect((await reopened.listEvents('c1', 0)).length).toBe(300);
+    await reopened.close();
   }
   rmSync(dir, { recursive: true, force: true });
 });
