@@ -93,7 +93,7 @@ export interface SqliteStoreOptions {
   checkpointIntervalMs?: number;
   /**
    * Rows written since the last checkpoint that make the next look checkpoint (default 2000, about
-   * what SQLite's own automatic checkpoint lets the log grow to); 0 checkpoints at every look.
+   * what SQLite's own automatic checkpoint lets the log grow to); 0: at every look that finds a write.
    */
   checkpointRows?: number;
   /** A checkpoint also runs when anything was written and this long passed since the last (default 10,000 ms). */
@@ -169,7 +169,7 @@ function startCheckpointer(path: string, options: SqliteStoreOptions): Checkpoin
 }
 
 /**
- * The most writes one group commit gathers (see `appendGrouped`). Sixteen rows share a commit's
+ * The most writes one group commit gathers (see `grouped`). Sixteen writes share a commit's
  * fixed cost well, and a write waits for at most fifteen others (about a millisecond under load)
  * rather than for the rest of a loop turn that, under load, can take tens of milliseconds.
  */

@@ -176,7 +176,7 @@ export async function runInvocation(invocation: InvocationEvent, deps: WorkerDep
   const event = makeEvent({ conversationId, turn, seq: seq + 1, createdAt: clock(), ...terminal });
   const text = textParts.join('');
   // The terminal event is stored, then published. When the store refuses it (a lock held, a full
-  // disk), subscribers are told at once anyway, and the store gets it as soon as it takes writes
+  // disk), subscribers are told all the same, and the store gets it as soon as it takes writes
   // again, within a bounded number of attempts.
   const stored = await storeEnd(deps.store, event, text);
   await publishSafely(deps.publisher, [event], logger);
