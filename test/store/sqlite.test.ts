@@ -80,3 +80,21 @@ it('writes the events of one loop turn together, and a bad write fails only its 
   expect((await store.listEvents('b', 0)).map((event) => event.chunk)).toEqual(['kept']);
   await store.close();
 });
+
+it('ends turns in the same groups as events, and a bad end fails only its own caller', async () => {
+  const store = createSqliteStore({ path: ':memory:' });
+  for (const id of ['a', 'b']) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
+  await store.appendEvents([makeEvent({ conversationId: 'a', turn: 1, seq: 1, type: 'CHUNK', chunk: 'first', createdAt: 1 })]);
+  // One turn of the event loop: a write that opens a group, then two ends, one of them with a seq
+  // that is already stored.
+  const opened = store.appendEvents([makeEvent({ conversationId: 'b', turn: 1, seq: 1, type: 'CHUNK', chunk: 'hello', createdAt: 2 })]);
+  const good = store.endTurn({ event: makeEvent({ conversationId: 'b', turn: 1, seq: 2, type: 'COMPLETE', createdAt: 3 }), assistantText: 'hello' });
+  const bad = store.endTurn({ event: makeEvent({ conversationId: 'a', turn: 1, seq: 1, type: 'COMPLETE', createdAt: 3 }), assistantText: 'first' });
+  await opened;
+  await expect(good).resolves.toBeUndefined();
+  await expect(bad).rejects.toThrow(/Could not end the turn/);
+  expect(await store.getConversation('b')).toMatchObject({ status: 'COMPLETE', lastSeq: 2, messages: [{ role: 'user' }, { role: 'assistant', content: 'hello' }] });
+  // Nothing of the bad end is stored: the turn still runs, with its one event.
+  expect(await store.getConversation('a')).toMatchObject({ status: 'RUNNING', lastSeq: 1, messages: [{ role: 'user' }] });
+  await store.close();
+});
