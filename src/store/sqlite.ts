@@ -277,8 +277,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   // cost is most of a one-row insert's. A quiet stream pays nothing; a busy gateway pays one commit
   // per GROUP_LIMIT writes instead of one per write: events as well as the ends of turns, which
   // under load come in bursts (turns started together end together).
-  // If a group fails, each write is retried on its own, so a bad write fails only its caller and
-  // leaves the others stored.
+  // If a group fails on a constraint, each write is retried on its own, so a bad write fails only
+  // its caller and leaves the others stored.
   interface GroupedWrite {
     run: () => void;
     /** Rows it writes, for the checkpointer. */
@@ -308,8 +308,15 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     try {
       commitGroup(batch);
       for (const entry of batch) entry.resolve();
-    } catch {
-      for (const entry of batch) write(entry.what, () => commitOne(entry)).then(entry.resolve, entry.reject);
+    } catch (error) {
+      // A constraint (a duplicate seq) is one write's fault: each is retried alone. Anything else
+      // (a lock held past the busy timeout, a full disk) would fail each of them again, each after
+      // its own wait, so they all fail now.
+      if (String((error as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) {
+        for (const entry of batch) write(entry.what, () => commitOne(entry)).then(entry.resolve, entry.reject);
+      } else {
+        for (const entry of batch) write(entry.what, () => { throw error; }).catch(entry.reject);
+      }
     }
   };
   const flushGroup = (): void => {

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
 import { makeEvent } from '../../src/domain.js';
 import { createSqliteStore } from '../../src/store/sqlite.js';
@@ -98,3 +99,31 @@ it('ends turns in the same groups as events, and a bad end fails only its own ca
   expect(await store.getConversation('a')).toMatchObject({ status: 'RUNNING', lastSeq: 1, messages: [{ role: 'user' }] });
   await store.close();
 });
+
+it('fails a whole group at once when the database stays locked, instead of waiting once per write', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-locked-'));
+  const path = join(dir, 'db.sqlite');
+  const store = createSqliteStore({ path });
+  const ids = Array.from({ length: 16 }, (_, index) => `c${index}`);
+  for (const id of ids) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
+  const intruder = new Database(path);
+  intruder.exec('BEGIN EXCLUSIVE');
+  try {
+    // One write alone, then a group of fifteen: the group waits out the 2 s busy timeout once and
+    // all fifteen fail together. Retrying each on its own would block the event loop for another
+    // 2 s per write (34 s in all); the bound leaves a slow machine plenty of room.
+    const started = Date.now();
+    const results = await Promise.allSettled(
+      ids.map((id) => store.appendEvents([makeEvent({ conversationId: id, turn: 1, seq: 1, type: 'CHUNK', chunk: id, createdAt: 2 })])),
+    );
+    expect(results.every((result) => result.status === 'rejected' && /database is locked/.test(String(result.reason)))).toBe(true);
+    expect(Date.now() - started).toBeLessThan(20_000);
+  } finally {
+    intruder.exec('COMMIT');
+    intruder.close();
+  }
+  await store.appendEvents([makeEvent({ conversationId: 'c0', turn: 1, seq: 1, type: 'CHUNK', chunk: 'after', createdAt: 3 })]);
+  expect((await store.listEvents('c0', 0)).map((event) => event.chunk)).toEqual(['after']);
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+}, 60_000);
