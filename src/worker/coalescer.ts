@@ -10,6 +10,11 @@
  * of queueing more of them, so the delay stays at one hand-over rather than growing with the
  * queue. (`flushBytes` still bound a chunk's size, and `flushMs` 0 queues every delta.)
  *
+ * Counting from the last chunk (rather than keeping chunks on a fixed schedule) is deliberate:
+ * when the event loop runs late, each chunk then takes more tokens, which sheds load. Schedules
+ * anchored at the flush or at the delta were measured and made a loaded gateway slower
+ * (docs/benchmarks.md).
+ *
  * The coalescer never splits a delta, so a multi-byte character is never cut.
  */
 export interface CoalescerOptions {
