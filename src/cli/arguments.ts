@@ -130,6 +130,19 @@ export function describeFailure(error: unknown, connection: Connection | undefin
   return `unexpected error: ${oneLine(error instanceof Error ? error.message : String(error))}`;
 }
 
+/**
+ * Reports a command's failure on stderr and gives its exit status: 2 with a pointer to the
+ * command's help for a usage error, 1 for anything else.
+ */
+export function reportFailure(context: Pick<CommandContext, 'stderr'>, command: string, error: unknown, connection: Connection | undefined): number {
+  context.stderr.write(`longrun: ${describeFailure(error, connection)}\n`);
+  if (error instanceof UsageError) {
+    context.stderr.write(`Run "longrun ${command} --help" for the options.\n`);
+    return ExitCode.Usage;
+  }
+  return ExitCode.Failed;
+}
+
 /** Writes `text`, waiting when the pipe is full, so a fast answer into a slow reader loses nothing. */
 export async function write(stream: NodeJS.WritableStream, text: string): Promise<void> {
   if (!stream.write(text)) await new Promise<void>((resolve) => stream.once('drain', () => resolve()));

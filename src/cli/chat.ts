@@ -15,6 +15,7 @@ import {
   parsing,
   processContext,
   readAll,
+  reportFailure,
   resolveConnection,
   UsageError,
   write,
@@ -91,12 +92,7 @@ export async function chat(argv: string[], context: CommandContext = processCont
       connection,
     });
   } catch (error) {
-    context.stderr.write(`longrun: ${describeFailure(error, connection)}\n`);
-    if (error instanceof UsageError) {
-      context.stderr.write('Run "longrun chat --help" for the options.\n');
-      return ExitCode.Usage;
-    }
-    return ExitCode.Failed;
+    return reportFailure(context, 'chat', error, connection);
   } finally {
     client?.close();
     await flushed(context.stdout);

@@ -8,11 +8,11 @@ import { createClient, type LongrunClient } from '../client/index.js';
 import {
   CONNECTION_OPTIONS,
   CONNECTION_USAGE,
-  describeFailure,
   ExitCode,
   flushed,
   parsing,
   processContext,
+  reportFailure,
   resolveConnection,
   UsageError,
   write,
@@ -81,12 +81,7 @@ export async function replay(argv: string[], context: CommandContext = processCo
     );
     return ExitCode.Ok;
   } catch (error) {
-    context.stderr.write(`longrun: ${describeFailure(error, connection)}\n`);
-    if (error instanceof UsageError) {
-      context.stderr.write('Run "longrun replay --help" for the options.\n');
-      return ExitCode.Usage;
-    }
-    return ExitCode.Failed;
+    return reportFailure(context, 'replay', error, connection);
   } finally {
     client?.close();
     await flushed(context.stdout);
