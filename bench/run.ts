@@ -257,6 +257,18 @@ async function buildChildren(): Promise<Record<Entry, string>> {
     await build({ entryPoints: [entry], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', sourcemap: true, logLevel: 'warning' });
     outputs[name] = outfile;
   }
+  // The gateway's turn threads load `thread-entry.js` from beside the file that starts them.
+  await build({
+    entryPoints: [join(BENCH_DIR, '..', 'src', 'worker', 'thread-entry.ts')],
+    outfile: join(BUILD_DIR, 'thread-entry.js'),
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: true,
+    logLevel: 'warning',
+  });
   return outputs;
 }
 

@@ -53,6 +53,7 @@ const environmentSchema = z.object({
   LONGRUN_TLS_CERT: optionalText,
   LONGRUN_TLS_KEY: optionalText,
   LONGRUN_MAX_CONCURRENT_TURNS: integer('LONGRUN_MAX_CONCURRENT_TURNS', 64, 1, 100_000),
+  LONGRUN_TURN_THREADS: integer('LONGRUN_TURN_THREADS', 1, 0, 64),
   LONGRUN_TURN_TIMEOUT_MS: integer('LONGRUN_TURN_TIMEOUT_MS', 15 * 60 * 1000, 1),
   LONGRUN_STALL_TIMEOUT_MS: integer('LONGRUN_STALL_TIMEOUT_MS', 120_000, 1),
   LONGRUN_FLUSH_MS: integer('LONGRUN_FLUSH_MS', 50, 0, 60_000),
@@ -107,6 +108,12 @@ export interface Config {
   tls: { certPath: string; keyPath: string } | undefined;
   provider: ProviderConfig;
   maxConcurrentTurns: number;
+  /**
+   * Worker threads that run turns (model stream, coalescer, store writes) beside the thread that
+   * serves sockets (LONGRUN_TURN_THREADS); 0 runs them on that thread. An in-memory database
+   * always runs them there: threads cannot share it.
+   */
+  turnThreads: number;
   turnTimeoutMs: number;
   stallTimeoutMs: number;
   flushMs: number;
@@ -199,6 +206,7 @@ export function loadConfig(environment: Record<string, string | undefined> = pro
       bedrock: { region: env.AWS_REGION },
     },
     maxConcurrentTurns: env.LONGRUN_MAX_CONCURRENT_TURNS,
+    turnThreads: env.LONGRUN_TURN_THREADS,
     turnTimeoutMs: env.LONGRUN_TURN_TIMEOUT_MS,
     stallTimeoutMs: env.LONGRUN_STALL_TIMEOUT_MS,
     flushMs: env.LONGRUN_FLUSH_MS,

@@ -43,6 +43,8 @@ export interface GatewayMetrics {
    * and observes the time to the first one. Call it once per turn.
    */
   observeTurn(): (part: StreamPart, elapsedMs: number) => void;
+  /** What `observeTurn` hooks saw elsewhere (in a turn thread): text deltas, and each turn's time to its first one. */
+  recordParts(tokens: number, firstTokenMs: readonly number[]): void;
   /**
    * Wraps a publisher: counts the events it publishes by type, ERROR events by `errorCode`, and
    * observes each event's delivery lag once the inner publisher has handed it to the subscribers.
@@ -156,6 +158,10 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
           timeToFirstToken.observe(Math.max(0, elapsedMs) / 1000);
         }
       };
+    },
+    recordParts(count, firstTokenMs) {
+      if (count > 0) tokens.inc(count);
+      for (const elapsedMs of firstTokenMs) timeToFirstToken.observe(Math.max(0, elapsedMs) / 1000);
     },
     publisher(inner) {
       return {

@@ -1,13 +1,13 @@
 /**
  * The gateway under test, in a process of its own: `createGateway` with the simulated model,
  * configured from the environment the runner passes (LONGRUN_FLUSH_MS, LONGRUN_DB, ...), exactly
- * as `longrun serve` would be. One override: the clock is `performance.timeOrigin +
- * performance.now()` instead of `Date.now`, so an event's `createdAt` has the microsecond
- * precision the delivery-latency figures need. Run as a child of `bench/run.ts`.
+ * as `longrun serve` would be. One override: events are stamped with `performance.timeOrigin +
+ * performance.now()` instead of `Date.now` (`preciseClock`), so an event's `createdAt` has the
+ * microsecond precision the delivery-latency figures need. Run as a child of `bench/run.ts`.
  */
 import { loadConfig } from '../../src/config.js';
 import { createGateway } from '../../src/gateway/index.js';
-import { now, serveControl } from '../common.js';
+import { serveControl } from '../common.js';
 
 const config = loadConfig({
   HOST: '127.0.0.1',
@@ -16,7 +16,7 @@ const config = loadConfig({
   LONGRUN_SIM_TTFT_MS: '0',
   ...process.env,
 });
-const gateway = createGateway(config, { clock: now });
+const gateway = createGateway(config, { preciseClock: true });
 const endpoints = await gateway.start();
 serveControl(
   {

@@ -10,6 +10,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config.js';
+import type { InvocationEvent } from '../domain.js';
 import { createLocalInvoker } from '../invoker/local.js';
 import type { Invoker } from '../invoker/types.js';
 import { createLogger, type Logger } from '../log.js';
@@ -21,8 +22,9 @@ import type { Publisher } from '../publisher/types.js';
 import { createAppSyncRealtimeServer } from '../realtime/server.js';
 import { createSqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
-import { closeInterruptedTurns } from '../worker/recovery.js';
+import { closeInterruptedTurns, interruptTurn } from '../worker/recovery.js';
 import { runInvocation } from '../worker/run-invocation.js';
+import { startTurnThreads } from '../worker/threads.js';
 import { createConversationAccess } from './access.js';
 import { createApiKeyRing, createAuthenticator, createOidcVerifier, resolveApiKey, type ApiKeySource, type IamVerifier } from './auth.js';
 import { createHttpHandler, type RouteHandler } from './http.js';
@@ -39,7 +41,10 @@ export interface GatewayOverrides {
   provider?: ModelProvider;
   store?: Store;
   logger?: Logger;
+  /** Milliseconds since the epoch for events and limits; a clock given here runs turns on the gateway's thread. */
   clock?: () => number;
+  /** Stamp events with `performance.timeOrigin + performance.now()` (µs precision) instead of `Date.now`, in turn threads too. */
+  preciseClock?: boolean;
   /** Verifies SigV4 requests (AWS_IAM); by default built from `config.workerCredentials`. */
   verifyIam?: IamVerifier;
   /** Extra HTTP routes, tried after the built-in ones. */
@@ -72,7 +77,7 @@ export interface Gateway {
 /** Creates the gateway. Nothing is opened until `start`. */
 export function createGateway(config: Config, overrides: GatewayOverrides = {}): Gateway {
   const logger = overrides.logger ?? createLogger(config.logLevel);
-  const clock = overrides.clock ?? Date.now;
+  const clock = overrides.clock ?? (overrides.preciseClock ? () => performance.timeOrigin + performance.now() : Date.now);
   let apiKey: ApiKeySource | undefined;
   let endpoints: GatewayEndpoints | undefined;
   let services: GatewayServices | undefined;
@@ -98,7 +103,11 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
       attachResolvers(loaded);
       const store = overrides.store ?? createSqliteStore({ path: config.databasePath });
       apiKey = resolveApiKey(config.apiKey, config.databasePath);
-      const provider = overrides.provider ?? (await createProvider(config.provider));
+      // Turns run on threads of their own unless the caller supplies parts that cannot cross to a
+      // thread, or the database lives in this thread's memory.
+      const threaded =
+        config.turnThreads > 0 && config.databasePath !== ':memory:' && !overrides.provider && !overrides.store && !overrides.clock;
+      const provider = threaded ? undefined : (overrides.provider ?? (await createProvider(config.provider)));
       const hub = new Hub();
       const metrics = createMetrics({ clock });
       const publisher: Publisher = metrics.publisher(createInProcessPublisher(hub));
@@ -109,13 +118,32 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
         stallTimeoutMs: config.stallTimeoutMs,
       };
       const limits = createTurnLimiter({ ...config.limits, clock });
+      const closed = await closeInterruptedTurns(store, { clock, logger, publisher });
+      if (closed > 0) logger.warn('interrupted-turns-closed', { count: closed });
+      const threads = threaded
+        ? await startTurnThreads({
+            count: config.turnThreads,
+            setup: {
+              databasePath: config.databasePath,
+              provider: config.provider,
+              workerOptions,
+              logLevel: config.logLevel,
+              preciseClock: overrides.preciseClock ?? false,
+            },
+            publisher,
+            recordParts: (tokens, firstTokenMs) => metrics.recordParts(tokens, firstTokenMs),
+            logger,
+            onLost: (events) => interruptTurns(store, events, { clock, logger, publisher }),
+          })
+        : undefined;
       const invoker: Invoker = createLocalInvoker({
         maxConcurrent: config.maxConcurrentTurns,
         logger,
         run: (event, signal) =>
-          runInvocation(event, { provider, store, publisher, clock, logger, signal, options: workerOptions, onPart: metrics.observeTurn() }).finally(
-            () => limits.release(event.conversationId),
-          ),
+          (threads
+            ? threads.run(event, signal)
+            : runInvocation(event, { provider: provider!, store, publisher, clock, logger, signal, options: workerOptions, onPart: metrics.observeTurn() })
+          ).finally(() => limits.release(event.conversationId)),
       });
       services = {
         store,
@@ -128,9 +156,6 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
         limits,
         logPrompts: config.logPrompts,
       };
-
-      const closed = await closeInterruptedTurns(store, { clock, logger, publisher });
-      if (closed > 0) logger.warn('interrupted-turns-closed', { count: closed });
 
       const authenticator = createAuthenticator({
         mode: config.auth.mode,
@@ -192,7 +217,7 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
         port,
       };
       ready = true;
-      logger.info('gateway-started', { graphqlUrl: endpoints.graphqlUrl, realtimeUrl: endpoints.realtimeUrl, provider: provider.name });
+      logger.info('gateway-started', { graphqlUrl: endpoints.graphqlUrl, realtimeUrl: endpoints.realtimeUrl, provider: config.provider.name, turnThreads: threads ? config.turnThreads : 0 });
 
       shutdown = async () => {
         ready = false;
@@ -201,11 +226,12 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
         // Running turns end as interrupted while their subscribers are still connected, so
         // clients see the ERROR event before the sockets close.
         await invoker.stop();
+        await threads?.close();
         await sockets.close();
         server.closeAllConnections();
         await serverClosed;
         await store.close();
-        await provider.close?.();
+        await provider?.close?.();
         logger.info('gateway-stopped');
       };
       return endpoints;
@@ -239,4 +265,18 @@ function startRetention(store: Store, days: number, clock: () => number, logger:
 
 function iamVerifierFor(config: Config, clock: () => number): IamVerifier | undefined {
   return config.workerCredentials ? createSigV4Verifier([config.workerCredentials], clock) : undefined;
+}
+
+/** Ends the turns of a turn thread that died, as a restart would, so their clients see an end. */
+async function interruptTurns(
+  store: Store,
+  events: InvocationEvent[],
+  options: { clock: () => number; logger: Logger; publisher: Publisher },
+): Promise<void> {
+  const lost = new Set(events.map((event) => `${event.conversationId}\u0000${event.turn}`));
+  for (const turn of await store.listRunningTurns()) {
+    if (!lost.has(`${turn.conversationId}\u0000${turn.turn}`)) continue;
+    await interruptTurn(store, turn, 'The turn was interrupted because the thread running it failed.', options);
+    options.logger.warn('turn-interrupted-by-thread-failure', { conversationId: turn.conversationId, turn: turn.turn });
+  }
 }

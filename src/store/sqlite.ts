@@ -347,7 +347,9 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   };
 
   return {
-    beginTurn: (input) => write('start the turn', () => beginTurn(input)),
+    // IMMEDIATE: the transaction reads before it writes, and a deferred one would then fail at
+    // once, without waiting, whenever another connection (a turn thread's) wrote in between.
+    beginTurn: (input) => write('start the turn', () => beginTurn.immediate(input)),
     turnContext: (conversationId, turn): Promise<TurnContext> =>
       write('read the conversation', () => ({
         history: statements.historyBefore.all(conversationId, turn),

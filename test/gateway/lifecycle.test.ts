@@ -1,13 +1,14 @@
 /**
  * Turn lifecycle through the gateway: cancel aborts the provider's stream, the invoker bounds
- * concurrency and queues in order, turn time-outs end with ERROR, and shutdown closes running turns.
+ * concurrency and queues in order, turn time-outs end with ERROR, and shutdown closes running turns,
+ * whether turns run on the gateway's thread or on turn threads.
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSimulatedProvider } from '../../src/providers/simulated.js';
 import type { ModelProvider, StreamPart } from '../../src/providers/types.js';
 import { eventsUntilEnd, RawAppSyncClient } from '../helpers/appsync-client.js';
-import { EVENTS_QUERY, ON_EVENT_SUBSCRIPTION, START_MUTATION, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { EVENTS_QUERY, ON_EVENT_SUBSCRIPTION, START_MUTATION, startTestGateway, TURN_PLACES, type TestGateway } from '../helpers/gateway.js';
 
 /** Wraps the simulated model to observe what the gateway does to the provider's stream. */
 function observedProvider(inner: ModelProvider = createSimulatedProvider({ ttftMs: 0, tokensPerSecond: 200 })) {
@@ -95,9 +96,27 @@ describe('the Event-mode invoker', () => {
     expect(Math.max(ends[0]!, ends[1]!)).toBeLessThanOrEqual(ends[4]!);
     client.close();
   });
+});
+
+describe.each(TURN_PLACES)('$name', (place) => {
+  it('cancel ends a running turn with CANCELLED, keeping the text sent before it', async () => {
+    test = await startTestGateway(place.environment());
+    const client = await RawAppSyncClient.ready(test.endpoints.realtimeUrl, test.apiKey);
+    const conversationId = randomUUID();
+    await client.subscribe('s', ON_EVENT_SUBSCRIPTION, { conversationId });
+    await test.graphql(START_MUTATION, { input: { prompt: 'a very long story [rate=200] [tokens=100000]', conversationId } });
+    await client.until(() => (client.data('s').length >= 3 ? true : undefined));
+    const cancelled = await test.graphql(CANCEL, { id: conversationId });
+    expect(cancelled.body.data.cancelConversation).toEqual({ conversationId, status: 'CANCELLING' });
+    const events = await eventsUntilEnd(client, 's');
+    expect(events[events.length - 1]).toMatchObject({ type: 'CANCELLED', turn: 1, seq: events.length });
+    const stored = await test.graphql(EVENTS_QUERY, { conversationId });
+    expect(stored.body.data.conversationEvents).toEqual(events);
+    client.close();
+  });
 
   it('cancels a queued turn at once', async () => {
-    test = await startTestGateway({ LONGRUN_MAX_CONCURRENT_TURNS: '1' });
+    test = await startTestGateway({ ...place.environment(), LONGRUN_MAX_CONCURRENT_TURNS: '1' });
     const client = await RawAppSyncClient.ready(test.endpoints.realtimeUrl, test.apiKey);
     const [busy, waiting] = [randomUUID(), randomUUID()];
     await client.subscribe('waiting', ON_EVENT_SUBSCRIPTION, { conversationId: waiting });
@@ -111,7 +130,7 @@ describe('the Event-mode invoker', () => {
   });
 
   it('ends a turn that runs past LONGRUN_TURN_TIMEOUT_MS with ERROR TurnTimeout, keeping its text', async () => {
-    test = await startTestGateway({ LONGRUN_TURN_TIMEOUT_MS: '300' });
+    test = await startTestGateway({ ...place.environment(), LONGRUN_TURN_TIMEOUT_MS: '300' });
     const client = await RawAppSyncClient.ready(test.endpoints.realtimeUrl, test.apiKey);
     const conversationId = randomUUID();
     await client.subscribe('s', ON_EVENT_SUBSCRIPTION, { conversationId });
@@ -130,7 +149,7 @@ describe('the Event-mode invoker', () => {
   });
 
   it('turns a model failure into an ERROR event with its message', async () => {
-    test = await startTestGateway();
+    test = await startTestGateway(place.environment());
     const client = await RawAppSyncClient.ready(test.endpoints.realtimeUrl, test.apiKey);
     const conversationId = randomUUID();
     await client.subscribe('s', ON_EVENT_SUBSCRIPTION, { conversationId });
@@ -140,11 +159,9 @@ describe('the Event-mode invoker', () => {
     expect(events[events.length - 1].error).toContain('[fail-after=7]');
     client.close();
   });
-});
 
-describe('shutdown', () => {
   it('closes running turns as interrupted, tells subscribers, and stops answering', async () => {
-    test = await startTestGateway();
+    test = await startTestGateway(place.environment());
     const client = await RawAppSyncClient.ready(test.endpoints.realtimeUrl, test.apiKey);
     const conversationId = randomUUID();
     await client.subscribe('s', ON_EVENT_SUBSCRIPTION, { conversationId });

@@ -1,6 +1,9 @@
 /**
  * Starts a real gateway on 127.0.0.1, port 0, for a test, with fast simulated-model settings.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../../src/config.js';
 import { createGateway, type Gateway, type GatewayEndpoints, type GatewayOverrides } from '../../src/gateway/index.js';
 
@@ -25,6 +28,32 @@ export const TEST_ENVIRONMENT: Record<string, string> = {
   LONGRUN_FLUSH_MS: '10',
   LONGRUN_KEEPALIVE_MS: '1000',
 };
+
+let scratch: string | undefined;
+let databases = 0;
+
+/** Where a gateway runs its turns; gateway tests run once for each (`describe.each(TURN_PLACES)`). */
+export interface TurnPlace {
+  name: string;
+  /** Settings that put turns there; call once per gateway (each gets its own database). */
+  environment(): Record<string, string>;
+}
+
+export const TURN_PLACES: TurnPlace[] = [
+  { name: "turns on the gateway's thread", environment: () => ({}) },
+  {
+    // Threads cannot share an in-memory database, so these gateways get a file each.
+    name: 'turns on two turn threads',
+    environment: () => {
+      if (scratch === undefined) {
+        const folder = mkdtempSync(join(tmpdir(), 'longrun-threads-'));
+        process.once('exit', () => rmSync(folder, { recursive: true, force: true }));
+        scratch = folder;
+      }
+      return { LONGRUN_DB: join(scratch, `gateway-${++databases}.db`), LONGRUN_TURN_THREADS: '2' };
+    },
+  },
+];
 
 export async function startTestGateway(
   environment: Record<string, string> = {},

@@ -1,6 +1,8 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
 import { makeEvent } from '../../src/domain.js';
@@ -127,3 +129,31 @@ it('fails a whole group at once when the database stays locked, instead of waiti
   await store.close();
   rmSync(dir, { recursive: true, force: true });
 }, 60_000);
+
+it('starts a turn while another connection (a turn thread) holds the write lock and commits', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-busy-'));
+  const path = join(dir, 'db.sqlite');
+  const store = createSqliteStore({ path });
+  await store.beginTurn({ conversationId: 'c1', prompt: 'first', now: 1 });
+  await store.endTurn({ event: makeEvent({ conversationId: 'c1', turn: 1, seq: 1, type: 'COMPLETE', createdAt: 2 }), assistantText: 'a' });
+  // Another thread takes the write lock, writes, and commits 300 ms later. A transaction that read
+  // before it asked for the lock would then hold a stale snapshot and fail at once with "database
+  // is locked"; the store's waits for the lock first, then reads.
+  const other = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const database = new (require(workerData.module))(workerData.path);
+     database.exec('BEGIN IMMEDIATE');
+     database.prepare("INSERT INTO conversations (id, owner, status, turn, created_at, updated_at) VALUES ('c2', NULL, 'COMPLETE', 1, 1, 1)").run();
+     parentPort.postMessage('locked');
+     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+     database.exec('COMMIT');
+     database.close();`,
+    { eval: true, workerData: { path, module: createRequire(import.meta.url).resolve('better-sqlite3') } },
+  );
+  await new Promise((resolve) => other.once('message', resolve));
+  await expect(store.beginTurn({ conversationId: 'c1', prompt: 'second', now: 3 })).resolves.toBe(2);
+  await new Promise((resolve) => other.once('exit', resolve));
+  expect(await store.getConversation('c2')).toMatchObject({ status: 'COMPLETE' });
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
