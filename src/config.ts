@@ -53,7 +53,7 @@ const environmentSchema = z.object({
   LONGRUN_TLS_CERT: optionalText,
   LONGRUN_TLS_KEY: optionalText,
   LONGRUN_MAX_CONCURRENT_TURNS: integer('LONGRUN_MAX_CONCURRENT_TURNS', 64, 1, 100_000),
-  LONGRUN_TURN_THREADS: integer('LONGRUN_TURN_THREADS', 1, 0, 64),
+  LONGRUN_TURN_THREADS: integer('LONGRUN_TURN_THREADS', 0, 0, 64),
   LONGRUN_TURN_TIMEOUT_MS: integer('LONGRUN_TURN_TIMEOUT_MS', 15 * 60 * 1000, 1),
   LONGRUN_STALL_TIMEOUT_MS: integer('LONGRUN_STALL_TIMEOUT_MS', 120_000, 1),
   LONGRUN_FLUSH_MS: integer('LONGRUN_FLUSH_MS', 50, 0, 60_000),
@@ -110,8 +110,8 @@ export interface Config {
   maxConcurrentTurns: number;
   /**
    * Worker threads that run turns (model stream, coalescer, store writes) beside the thread that
-   * serves sockets (LONGRUN_TURN_THREADS); 0 runs them on that thread. An in-memory database
-   * always runs them there: threads cannot share it.
+   * serves sockets (LONGRUN_TURN_THREADS); 0 (the default) runs them on that thread. An in-memory
+   * database always runs them there: threads cannot share it.
    */
   turnThreads: number;
   turnTimeoutMs: number;

@@ -1,37 +1,48 @@
 /**
- * Coalesces a model's text deltas into chunks, at most one chunk every `flushMs`: a delta that
- * arrives when the last chunk is at least `flushMs` old goes out at once (so the first token, and
- * every token of a slow model, waits for nothing); one that arrives sooner waits only until
- * `flushMs` after the last chunk, gathered with whatever else arrives meanwhile. `flushBytes`
- * waiting also flush at once; `flushMs` 0 flushes every delta as it comes.
+ * Coalesces a model's text deltas into chunks: on average at most one chunk every `flushMs`, and
+ * never a wait for a delta that keeps within that pace. It is a token bucket (GCRA): each chunk
+ * moves the conversation's next slot `flushMs` later, counting from the slot or from now,
+ * whichever is later; a delta that arrives no more than `BURST_SLOTS` slots ahead goes out at
+ * once, and one that arrives sooner waits for its slot, gathered with whatever else arrives
+ * meanwhile. `flushBytes` waiting also flush at once; `flushMs` 0 flushes every delta as it comes.
+ *
+ * The burst allowance is what keeps a model streaming at about the coalescing pace (20 tokens a
+ * second against 50 ms) from waiting: its tokens come a little early and a little late. A plain
+ * throttle (one chunk per `flushMs` from the last) makes each late token delay every later one of
+ * the turn, since at that pace nothing is gained back; measured, that was most of a token's
+ * latency (docs/benchmarks.md).
  *
  * A chunk also waits while the one before it is still being handed over (stored and published):
  * when the store or the event loop falls behind, each turn then sends fewer, larger chunks instead
  * of queueing more of them, so the delay stays at one hand-over rather than growing with the
  * queue. (`flushBytes` still bound a chunk's size, and `flushMs` 0 queues every delta.)
  *
- * Counting from the last chunk (rather than keeping chunks on a fixed schedule) is deliberate:
- * when the event loop runs late, each chunk then takes more tokens, which sheds load. Schedules
- * anchored at the flush or at the delta were measured and made a loaded gateway slower
- * (docs/benchmarks.md).
- *
  * The coalescer never splits a delta, so a multi-byte character is never cut.
  */
 export interface CoalescerOptions {
-  /** Milliseconds to gather deltas after the first one; 0 disables gathering. */
+  /** The pace: on average at most one chunk per this many milliseconds; 0 sends every delta. */
   flushMs: number;
   /** Flush at once when this many UTF-8 bytes are waiting. */
   flushBytes: number;
+  /** How many slots early a chunk may go (`BURST_SLOTS` by default; 0: strictly one per `flushMs`). */
+  burst?: number;
   /** Receives each chunk; calls are made one at a time, in order. */
   flush: (text: string) => Promise<void>;
 }
+
+/**
+ * How many slots early a chunk may go by default: after a pause, five chunks may go at once before
+ * the pace holds; at 50 ms, a token may come 200 ms late without holding back the ones after it.
+ * 1 and 2 were measured too: with 1, S2's token p99 stayed at about 260 ms (docs/benchmarks.md).
+ */
+export const BURST_SLOTS = 4;
 
 export class Coalescer {
   private buffer: string[] = [];
   private bufferedBytes = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  /** When the last chunk went out (performance.now()); -Infinity before the first. */
-  private lastFlushAt = Number.NEGATIVE_INFINITY;
+  /** The next chunk's slot (performance.now()); -Infinity before the first chunk. */
+  private nextSlot = Number.NEGATIVE_INFINITY;
   /** The chain of flushes, so chunks are written in order and errors surface in `drain`. */
   private pending: Promise<void> = Promise.resolve();
   private failure: unknown;
@@ -42,13 +53,13 @@ export class Coalescer {
 
   constructor(private readonly options: CoalescerOptions) {}
 
-  /** Adds a delta; it goes out at once, when `flushMs` have passed since the last chunk, or when the buffer fills. */
+  /** Adds a delta; it goes out at once, at its slot, or when the buffer fills. */
   push(delta: string): void {
     if (delta.length === 0) return;
     this.buffer.push(delta);
     this.bufferedBytes += Buffer.byteLength(delta, 'utf8');
     if (this.timer !== undefined && this.bufferedBytes < this.options.flushBytes) return;
-    const wait = this.lastFlushAt + this.options.flushMs - performance.now();
+    const wait = this.nextSlot - (this.options.burst ?? BURST_SLOTS) * this.options.flushMs - performance.now();
     if (this.bufferedBytes >= this.options.flushBytes) this.flushNow();
     else if (wait <= 0) this.flushWhenFree();
     else this.timer = setTimeout(() => this.flushWhenFree(), wait);
@@ -83,7 +94,7 @@ export class Coalescer {
   private flushNow(): void {
     this.dispose();
     if (this.buffer.length === 0) return;
-    this.lastFlushAt = performance.now();
+    this.nextSlot = Math.max(this.nextSlot, performance.now()) + this.options.flushMs;
     const text = this.buffer.join('');
     this.buffer = [];
     this.bufferedBytes = 0;

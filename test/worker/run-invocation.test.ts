@@ -9,7 +9,7 @@ import type { ModelProvider, StreamPart } from '../../src/providers/types.js';
 import type { Publisher } from '../../src/publisher/types.js';
 import { createSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/types.js';
-import { Coalescer } from '../../src/worker/coalescer.js';
+import { BURST_SLOTS, Coalescer } from '../../src/worker/coalescer.js';
 import { runInvocation } from '../../src/worker/run-invocation.js';
 
 /** A provider that plays a script: parts with optional pauses before them. */
@@ -45,7 +45,7 @@ const delta = (text: string): StreamPart => ({ type: 'text-delta', delta: text }
 const finish: StreamPart = { type: 'finish', stopReason: 'end_turn', usage: { inputTokens: 5, outputTokens: 3 }, latencyMs: 12 };
 
 describe('runInvocation', () => {
-  it('sends the first delta at once, coalesces the rest, and stores before it publishes', async () => {
+  it('sends the first delta at once, coalesces a fast burst, and stores before it publishes', async () => {
     const store = createSqliteStore({ path: ':memory:' });
     const published = recorder();
     const storedAtPublish: number[] = [];
@@ -55,29 +55,33 @@ describe('runInvocation', () => {
         await published.publish(events);
       },
     };
-    const provider = scripted([delta('Hel'), delta('lo, '), delta('"wörld"\n'), delta('🦊\\'), { pause: 60 }, delta('星'), finish]);
+    const burst = ['lo, ', '"wörld"\n', '🦊\\', ...Array.from({ length: 30 }, (_, index) => ` w${index}`)].map(delta);
+    const provider = scripted([delta('Hel'), ...burst, { pause: 120 }, delta('星'), finish]);
     const outcome = await runInvocation(await freshTurn(store), { provider, store, publisher, options: { flushMs: 30 } });
 
+    const text = ['Hel', 'lo, ', '"wörld"\n', '🦊\\', ...Array.from({ length: 30 }, (_, index) => ` w${index}`), '星'].join('');
     expect(outcome.status).toBe('COMPLETE');
-    expect(outcome.text).toBe('Hello, "wörld"\n🦊\\星');
-    expect(published.events.map((event) => event.chunk)).toEqual(['Hel', 'lo, "wörld"\n🦊\\', '星', null]);
-    expect(published.events.map((event) => event.seq)).toEqual([1, 2, 3, 4]);
-    expect(published.events[3]).toMatchObject({ type: 'COMPLETE', stopReason: 'end_turn', usage: { inputTokens: 5, outputTokens: 3 }, latencyMs: 12 });
-    expect(storedAtPublish).toEqual([1, 2, 3, 4]);
+    expect(outcome.text).toBe(text);
+    const chunks = published.events.filter((event) => event.type === 'CHUNK').map((event) => event.chunk);
+    expect(chunks[0]).toBe('Hel');
+    expect(chunks.join('')).toBe(text);
+    // 33 deltas in one go: at most the burst allowance goes one by one, the rest is gathered.
+    expect(chunks.length).toBeLessThan(10);
+    // After a pause, a delta goes out on its own, at once.
+    expect(chunks[chunks.length - 1]).toBe('星');
+    expect(published.events.map((event) => event.seq)).toEqual(published.events.map((_, index) => index + 1));
+    expect(published.events[published.events.length - 1]).toMatchObject({
+      type: 'COMPLETE',
+      stopReason: 'end_turn',
+      usage: { inputTokens: 5, outputTokens: 3 },
+      latencyMs: 12,
+    });
+    expect(storedAtPublish).toEqual(published.events.map((event) => event.seq));
     expect(await store.listEvents('c1', 0)).toEqual(published.events);
   });
 
-  it('flushes as soon as flushBytes wait, and every delta with flushMs 0', async () => {
+  it('sends every delta as it comes with flushMs 0', async () => {
     const store = createSqliteStore({ path: ':memory:' });
-    const bytes = recorder();
-    await runInvocation(await freshTurn(store, 'bytes'), {
-      provider: scripted([delta('a'), delta('bb'), delta('cc'), delta('d'), finish]),
-      store,
-      publisher: bytes,
-      options: { flushMs: 10_000, flushBytes: 4 },
-    });
-    expect(bytes.events.map((event) => event.chunk)).toEqual(['a', 'bbcc', 'd', null]);
-
     const immediate = recorder();
     await runInvocation(await freshTurn(store, 'zero'), {
       provider: scripted([delta('x'), delta('y'), delta('z'), finish]),
@@ -223,22 +227,79 @@ describe('runInvocation', () => {
 });
 
 describe('Coalescer', () => {
-  it('sends a delta at once when the last chunk is at least flushMs old, and holds faster ones only until then', async () => {
+  it('sends deltas that keep to the pace at once, a few early ones too, and holds the rest for their slot', async () => {
     const sent: string[] = [];
-    const coalescer = new Coalescer({ flushMs: 40, flushBytes: 4096, flush: async (text) => void sent.push(text) });
+    const coalescer = new Coalescer({ flushMs: 100, flushBytes: 4096, burst: 4, flush: async (text) => void sent.push(text) });
     const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     coalescer.push('a');
-    await wait(60);
+    await wait(150);
     coalescer.push('b'); // a slow model: its token waits for no timer
     await wait(0);
-    expect(sent).toEqual(['a', 'b']);
-    coalescer.push('c'); // a fast one: held until flushMs after "b" went out
-    coalescer.push('d');
+    // Early ones: the burst allowance lets four more go at once, each moving the next slot 100 ms on.
+    for (const letter of ['c', 'd', 'e', 'f']) {
+      coalescer.push(letter);
+      await wait(0);
+    }
+    expect(sent).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    coalescer.push('g'); // the allowance is spent: held until its slot, about 100 ms on
+    coalescer.push('h');
     await wait(0);
-    expect(sent).toEqual(['a', 'b']);
-    await wait(80);
-    expect(sent).toEqual(['a', 'b', 'cd']);
+    expect(sent).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    await wait(200);
+    expect(sent).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'gh']);
     await coalescer.drain();
+  });
+
+  it('lets a model at the coalescing pace catch up after a late token, without holding the later ones', async () => {
+    const sent: string[] = [];
+    const coalescer = new Coalescer({ flushMs: 50, flushBytes: 4096, flush: async (text) => void sent.push(text) });
+    const started = performance.now();
+    const held: number[] = [];
+    for (let index = 0; index < 10; index += 1) {
+      // Tokens due every 50 ms; the fourth is 120 ms late (a stalled event loop), and the two due
+      // meanwhile come right after it.
+      const due = started + index * 50 + (index === 3 ? 120 : 0);
+      if (due > performance.now()) await new Promise((resolve) => setTimeout(resolve, due - performance.now()));
+      coalescer.push(`${index} `);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (!sent.join('').includes(`${index} `)) held.push(index);
+    }
+    await coalescer.drain();
+    expect(held).toEqual([]);
+    expect(sent).toHaveLength(10);
+  });
+
+  it('keeps to one chunk per flushMs on average, however fast the deltas come', async () => {
+    const sent: string[] = [];
+    const coalescer = new Coalescer({ flushMs: 50, flushBytes: 4096, flush: async (text) => void sent.push(text) });
+    const started = performance.now();
+    let pushed = '';
+    for (let index = 0; performance.now() - started < 600; index += 1) {
+      coalescer.push(`${index},`);
+      pushed += `${index},`;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const elapsed = performance.now() - started;
+    await coalescer.drain();
+    expect(sent.join('')).toBe(pushed);
+    // One per slot over the elapsed time, the first, the burst allowance, and the drain's last.
+    expect(sent.length).toBeLessThanOrEqual(Math.floor(elapsed / 50) + 1 + BURST_SLOTS + 1);
+    expect(sent.length).toBeLessThan(pushed.split(',').length / 3);
+  });
+
+  it('flushes as soon as flushBytes wait, without waiting for the slot', async () => {
+    const sent: string[] = [];
+    const coalescer = new Coalescer({ flushMs: 10_000, flushBytes: 4, burst: 0, flush: async (text) => void sent.push(text) });
+    coalescer.push('a');
+    coalescer.push('bb');
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(sent).toEqual(['a']);
+    coalescer.push('cc');
+    coalescer.push('d');
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(sent).toEqual(['a', 'bbcc']);
+    await coalescer.drain();
+    expect(sent).toEqual(['a', 'bbcc', 'd']);
   });
 
   it('holds a due chunk while the one before it is still being handed over, then sends what gathered', async () => {
