@@ -56,8 +56,9 @@ const FULL: Plan = {
   s3: { subscribers: 1000, rate: 50, seconds: 10 },
   // S2 with its rate raised, in steps of about √2 (so "the highest rate held" is known to within
   // 40 %), each as long as S2: with shorter steps, the last tokens of the turns, which all end
-  // together, would be more than 1 % of the tokens and decide the p99 alone.
-  s4: { conversations: 1000, rates: [5, 7, 10, 14, 20, 28, 40, 56, 80, 113, 160, 226, 320, 453, 640], seconds: 15 },
+  // together, would be more than 1 % of the tokens and decide the p99 alone. It starts low enough
+  // (2,000 tokens/s) for a server that falls behind the model at 5,000 to hold a step.
+  s4: { conversations: 1000, rates: [2, 3, 5, 7, 10, 14, 20, 28, 40, 56, 80, 113, 160, 226, 320, 453, 640], seconds: 15 },
   idle: { connections: 5000 },
   publisher: { tokens: 1000, rates: [50, 200], flushMs: LAMBDA_DEFAULT_FLUSH_MS },
 };
@@ -66,12 +67,18 @@ const QUICK: Plan = {
   s1: { rate: 100, seconds: 2 },
   s2: { conversations: 200, rate: 20, seconds: 3 },
   s3: { subscribers: 200, rate: 50, seconds: 3 },
-  s4: { conversations: 200, rates: [25, 200], seconds: 2 },
+  s4: { conversations: 200, rates: [10, 25, 200], seconds: 2 },
   idle: { connections: 500 },
   publisher: { tokens: 200, rates: [100], flushMs: LAMBDA_DEFAULT_FLUSH_MS },
 };
 
-/** A step of S4 holds when nothing is lost, the token latency p99 stays under this and the offered rate is delivered. */
+/**
+ * A step of S4 holds when nothing is lost, the offered rate is delivered, and both the token
+ * latency p99 and the schedule lag p99 stay under this. Token latency alone would not do: the
+ * model runs in the server's own event loop and stamps a token when it emits it, so a saturated
+ * server emits late and the lateness does not show in it (a coalescing server then "holds" any
+ * rate, seconds behind the model's pace). Schedule lag counts from when the token was due.
+ */
 export const S4_P99_LIMIT_MS = 100;
 /** ... "the offered rate is delivered": at least this share of it, at steady state. */
 export const S4_DELIVERED_SHARE = 0.9;
@@ -563,6 +570,7 @@ export function verdict(measurement: Measurement | FailedMeasurement, offered: n
   if (load.corruptSubscriptions > 0) problems.push(`${load.corruptSubscriptions} texts differ`);
   if (load.incomplete > 0) problems.push(`${load.incomplete} turns unfinished`);
   if (load.tokenLatency.p99 > S4_P99_LIMIT_MS) problems.push(`token p99 ${load.tokenLatency.p99} ms`);
+  if (load.scheduleLag.p99 > S4_P99_LIMIT_MS) problems.push(`schedule lag p99 ${load.scheduleLag.p99} ms`);
   if (load.tokensPerSecond < offered * S4_DELIVERED_SHARE) problems.push(`delivered ${Math.round(load.tokensPerSecond)} of ${Math.round(offered)} tokens/s`);
   return problems.length === 0 ? { held: true, why: 'held' } : { held: false, why: problems.join(', ') };
 }
@@ -570,7 +578,7 @@ export function verdict(measurement: Measurement | FailedMeasurement, offered: n
 async function scenarioS4(): Promise<SaturationResult> {
   const { conversations, rates, seconds } = plan.s4;
   const result: SaturationResult = {
-    title: `S4 saturation: ${conversations} conversations, per-conversation rate raised by about √2 a step until token p99 > ${S4_P99_LIMIT_MS} ms, a loss, or less than ${S4_DELIVERED_SHARE * 100} % of the rate delivered`,
+    title: `S4 saturation: ${conversations} conversations, per-conversation rate raised by about √2 a step until token or schedule-lag p99 > ${S4_P99_LIMIT_MS} ms, a loss, or less than ${S4_DELIVERED_SHARE * 100} % of the rate delivered`,
     parameters: { conversations, rates, seconds, flushMs: 50, p99LimitMs: S4_P99_LIMIT_MS },
     steps: {},
     held: {},
@@ -713,13 +721,16 @@ function checkTargets(results: Results): TargetCheck[] {
     checks.push({ target: 'No loss and no duplicate (S1, S2, S3, held S4 steps)', value: `${lost} lost, ${duplicates} duplicates`, met: lost === 0 && duplicates === 0 });
   }
   const held = s4?.held;
-  if (held?.longrun !== undefined && held.yoga !== undefined) {
-    const ratio = held.yoga ? (held.longrun?.offeredTokensPerSecond ?? 0) / held.yoga.offeredTokensPerSecond : Number.POSITIVE_INFINITY;
-    checks.push({ target: 'S4 rate held ≥ 2× yoga', value: `${fmtRatio(ratio)}×`, met: ratio >= 2 });
-  }
-  if (held?.longrun !== undefined && held['bare-ws'] !== undefined) {
-    const ratio = held['bare-ws'] ? (held.longrun?.offeredTokensPerSecond ?? 0) / held['bare-ws'].offeredTokensPerSecond : Number.POSITIVE_INFINITY;
-    checks.push({ target: 'S4 rate held ≥ ½ the bare-ws floor', value: `${fmtRatio(ratio)}×`, met: ratio >= 0.5 });
+  const rateHeld = (kind: ServerKind): string => (held?.[kind] ? `${held[kind]!.offeredTokensPerSecond} tokens/s` : 'no step');
+  for (const [baseline, share, target] of [
+    ['yoga', 2, 'S4 rate held ≥ 2× yoga'],
+    ['bare-ws', 0.5, 'S4 rate held ≥ ½ the bare-ws floor'],
+  ] as const) {
+    if (held?.longrun === undefined || held[baseline] === undefined) continue;
+    const mine = held.longrun?.offeredTokensPerSecond ?? 0;
+    const theirs = held[baseline]?.offeredTokensPerSecond ?? 0;
+    const ratio = theirs > 0 ? mine / theirs : mine > 0 ? Number.POSITIVE_INFINITY : 0;
+    checks.push({ target, value: `${fmtRatio(ratio)}× (longrun ${rateHeld('longrun')}, ${baseline} ${rateHeld(baseline)})`, met: ratio >= share });
   }
   const s3Row = rowOf(s3, 'longrun');
   if (s3Row) {
