@@ -152,7 +152,10 @@ it('drops events delivered both live and by the first backfill (published betwee
   const events = await collect(stream);
   await expectWhole(stream, events, prompt);
   expect(backfill.liveBefore.length).toBeGreaterThanOrEqual(3);
-  expect(backfill.seqs.slice(0, backfill.liveBefore.length)).toEqual(backfill.liveBefore);
+  // Every event that came live before the backfill came again in it. (Live delivery may begin
+  // after seq 1 on a busy machine, when the first events were stored before the subscription
+  // was registered: the backfill is what brings those.)
+  expect(backfill.seqs).toEqual(expect.arrayContaining(backfill.liveBefore));
 });
 
 it('reconnects when keep-alives stop arriving on a connection that stays open', async () => {

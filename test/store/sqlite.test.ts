@@ -58,11 +58,11 @@ it('commits a full group at once instead of at the end of the loop turn', async 
   const store = createSqliteStore({ path: ':memory:' });
   const ids = Array.from({ length: 40 }, (_, index) => `c${index}`);
   for (const id of ids) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
-  // All handed over in one turn of the event loop. The first is committed at once, the rest in
-  // groups of at most 16: the first 33 are stored before the loop comes round, the last 7 after.
+  // All handed over in one turn of the event loop, in groups of at most 16: the first 32 are
+  // stored before the loop comes round, the last 8 after.
   const writes = ids.map((id) => store.appendEvents([makeEvent({ conversationId: id, turn: 1, seq: 1, type: 'CHUNK', chunk: id, createdAt: 2 })]));
   const storedBeforeTheLoopTurnEnds = await Promise.all(ids.map((id) => store.listEvents(id, 0)));
-  expect(storedBeforeTheLoopTurnEnds.filter((events) => events.length === 1).length).toBe(33);
+  expect(storedBeforeTheLoopTurnEnds.filter((events) => events.length === 1).length).toBe(32);
   await Promise.all(writes);
   expect((await Promise.all(ids.map((id) => store.listEvents(id, 0)))).every((events) => events.length === 1)).toBe(true);
   await store.close();
@@ -155,5 +155,88 @@ it('starts a turn while another connection (a turn thread) holds the write lock 
   await new Promise((resolve) => other.once('exit', resolve));
   expect(await store.getConversation('c2')).toMatchObject({ status: 'COMPLETE' });
   await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('migrates a file of the first layout (events keyed by the conversation id) when it opens it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-migrate-'));
+  const path = join(dir, 'db.sqlite');
+  const old = new Database(path);
+  old.pragma('journal_mode = WAL');
+  old.exec(`
+CREATE TABLE IF NOT EXISTS conversations (
+  id TEXT PRIMARY KEY,
+  owner TEXT,
+  status TEXT NOT NULL,
+  turn INTEGER NOT NULL,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL,
+  cancel_requested_turn INTEGER
+);
+CREATE INDEX IF NOT EXISTS conversations_status ON conversations (status);
+CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
+CREATE TABLE IF NOT EXISTS turns (
+  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  turn INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  model_id TEXT,
+  started_at REAL NOT NULL,
+  ended_at REAL,
+  PRIMARY KEY (conversation_id, turn)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  turn INTEGER NOT NULL,
+  role TEXT NOT NULL,
+  content TEXT NOT NULL,
+  PRIMARY KEY (conversation_id, turn, role)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  turn INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  chunk TEXT,
+  error TEXT,
+  error_code TEXT,
+  stop_reason TEXT,
+  input_tokens INTEGER,
+  output_tokens INTEGER,
+  latency_ms INTEGER,
+  created_at REAL NOT NULL,
+  PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+INSERT INTO conversations (id, owner, status, turn, created_at, updated_at) VALUES ('kept', NULL, 'COMPLETE', 1, 1, 3);
+INSERT INTO conversations (id, owner, status, turn, created_at, updated_at) VALUES ('running', NULL, 'RUNNING', 1, 2, 2);
+INSERT INTO turns (conversation_id, turn, status, started_at, ended_at) VALUES ('kept', 1, 'COMPLETE', 1, 3);
+INSERT INTO turns (conversation_id, turn, status, started_at) VALUES ('running', 1, 'RUNNING', 2);
+INSERT INTO messages (conversation_id, turn, role, content) VALUES ('kept', 1, 'user', 'hi'), ('kept', 1, 'assistant', 'hello 🦊');
+INSERT INTO events (conversation_id, seq, turn, type, chunk, created_at) VALUES ('kept', 1, 1, 'CHUNK', 'hello 🦊', 2);
+INSERT INTO events (conversation_id, seq, turn, type, stop_reason, input_tokens, output_tokens, created_at) VALUES ('kept', 2, 1, 'COMPLETE', 'end_turn', 1, 2, 3);
+INSERT INTO events (conversation_id, seq, turn, type, chunk, created_at) VALUES ('running', 1, 1, 'CHUNK', 'part', 2);
+`);
+  old.close();
+
+  const store = createSqliteStore({ path });
+  expect(await store.listEvents('kept', 0)).toEqual([
+    makeEvent({ conversationId: 'kept', turn: 1, seq: 1, type: 'CHUNK', chunk: 'hello 🦊', createdAt: 2 }),
+    makeEvent({ conversationId: 'kept', turn: 1, seq: 2, type: 'COMPLETE', stopReason: 'end_turn', usage: { inputTokens: 1, outputTokens: 2 }, createdAt: 3 }),
+  ]);
+  expect(await store.listRunningTurns()).toEqual([{ conversationId: 'running', turn: 1, lastSeq: 1 }]);
+  // Migrated conversations take new events and new turns; deleting one removes its events.
+  await store.appendEvents([makeEvent({ conversationId: 'running', turn: 1, seq: 2, type: 'CHUNK', chunk: ' more', createdAt: 4 })]);
+  expect((await store.listEvents('running', 0)).map((event) => event.chunk)).toEqual(['part', ' more']);
+  expect(await store.beginTurn({ conversationId: 'kept', prompt: 'again', now: 5 })).toBe(2);
+  expect(await store.getConversation('kept')).toMatchObject({ lastSeq: 2, status: 'RUNNING' });
+  expect(await store.deleteConversation('kept')).toBe(true);
+  expect(await store.listEvents('kept', 0)).toEqual([]);
+  await store.close();
+
+  const check = new Database(path);
+  expect(check.pragma('user_version', { simple: true })).toBe(1);
+  expect(check.prepare("SELECT COUNT(*) AS n FROM events").get()).toEqual({ n: 2 });
+  check.pragma('user_version = 99');
+  check.close();
+  expect(() => createSqliteStore({ path })).toThrow(/written by a newer longrun \(schema 99; this one reads up to 1\)/);
   rmSync(dir, { recursive: true, force: true });
 });
