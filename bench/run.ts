@@ -260,23 +260,17 @@ async function buildChildren(): Promise<Record<Entry, string>> {
   const outputs = {} as Record<Entry, string>;
   for (const [name, entry] of Object.entries(entries) as Array<[Entry, string]>) {
     const outfile = join(BUILD_DIR, `${name}.mjs`);
-    // Dependencies stay external: they load from node_modules exactly as the gateway loads them.
-    await build({ entryPoints: [entry], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', sourcemap: true, logLevel: 'warning' });
+    await bundle(entry, outfile);
     outputs[name] = outfile;
   }
   // The gateway's turn threads load `thread-entry.js` from beside the file that starts them.
-  await build({
-    entryPoints: [join(BENCH_DIR, '..', 'src', 'worker', 'thread-entry.ts')],
-    outfile: join(BUILD_DIR, 'thread-entry.js'),
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    packages: 'external',
-    sourcemap: true,
-    logLevel: 'warning',
-  });
+  await bundle(join(BENCH_DIR, '..', 'src', 'worker', 'thread-entry.ts'), join(BUILD_DIR, 'thread-entry.js'));
   return outputs;
+}
+
+/** Bundles one entry for Node 20. Dependencies stay external: they load from node_modules exactly as the gateway loads them. */
+async function bundle(entry: string, outfile: string): Promise<void> {
+  await build({ entryPoints: [entry], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', sourcemap: true, logLevel: 'warning' });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config.js';
-import type { InvocationEvent } from '../domain.js';
 import { createLocalInvoker } from '../invoker/local.js';
 import type { Invoker } from '../invoker/types.js';
 import { createLogger, type Logger } from '../log.js';
@@ -22,7 +21,7 @@ import type { Publisher } from '../publisher/types.js';
 import { createAppSyncRealtimeServer } from '../realtime/server.js';
 import { createSqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
-import { closeInterruptedTurns, interruptTurn } from '../worker/recovery.js';
+import { closeInterruptedTurns, closeLostTurns } from '../worker/recovery.js';
 import { runInvocation } from '../worker/run-invocation.js';
 import { startTurnThreads } from '../worker/threads.js';
 import { createConversationAccess } from './access.js';
@@ -133,7 +132,7 @@ export function createGateway(config: Config, overrides: GatewayOverrides = {}):
             publisher,
             recordParts: (tokens, firstTokenMs) => metrics.recordParts(tokens, firstTokenMs),
             logger,
-            onLost: (events) => interruptTurns(store, events, { clock, logger, publisher }),
+            onLost: (events) => closeLostTurns(store, events, { clock, logger, publisher }),
           })
         : undefined;
       const invoker: Invoker = createLocalInvoker({
@@ -265,18 +264,4 @@ function startRetention(store: Store, days: number, clock: () => number, logger:
 
 function iamVerifierFor(config: Config, clock: () => number): IamVerifier | undefined {
   return config.workerCredentials ? createSigV4Verifier([config.workerCredentials], clock) : undefined;
-}
-
-/** Ends the turns of a turn thread that died, as a restart would, so their clients see an end. */
-async function interruptTurns(
-  store: Store,
-  events: InvocationEvent[],
-  options: { clock: () => number; logger: Logger; publisher: Publisher },
-): Promise<void> {
-  const lost = new Set(events.map((event) => `${event.conversationId}\u0000${event.turn}`));
-  for (const turn of await store.listRunningTurns()) {
-    if (!lost.has(`${turn.conversationId}\u0000${turn.turn}`)) continue;
-    await interruptTurn(store, turn, 'The turn was interrupted because the thread running it failed.', options);
-    options.logger.warn('turn-interrupted-by-thread-failure', { conversationId: turn.conversationId, turn: turn.turn });
-  }
 }

@@ -25,6 +25,23 @@ export async function closeInterruptedTurns(store: Store, options: RecoveryOptio
 }
 
 /**
+ * Ends the given turns, where still RUNNING, with ERROR `Interrupted` (the turns of a turn thread
+ * that died), as a restart would, so their clients see an end.
+ */
+export async function closeLostTurns(
+  store: Store,
+  lost: ReadonlyArray<{ conversationId: string; turn: number }>,
+  options: RecoveryOptions,
+): Promise<void> {
+  const wanted = new Set(lost.map((turn) => `${turn.conversationId}\u0000${turn.turn}`));
+  for (const turn of await store.listRunningTurns()) {
+    if (!wanted.has(`${turn.conversationId}\u0000${turn.turn}`)) continue;
+    await interruptTurn(store, turn, 'The turn was interrupted because the thread running it failed.', options);
+    options.logger.warn('turn-interrupted-by-thread-failure', { conversationId: turn.conversationId, turn: turn.turn });
+  }
+}
+
+/**
  * Ends one RUNNING turn with ERROR `Interrupted` (`why` opens the message), keeping the text it
  * stored as the assistant's message, and publishes that event.
  */

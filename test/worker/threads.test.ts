@@ -12,7 +12,7 @@ import { createLogger, type LogFields } from '../../src/log.js';
 import { simulatedAnswer } from '../../src/providers/simulated.js';
 import { createSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/types.js';
-import { interruptTurn } from '../../src/worker/recovery.js';
+import { closeLostTurns } from '../../src/worker/recovery.js';
 import { startTurnThreads, type TurnThreads } from '../../src/worker/threads.js';
 
 const folder = mkdtempSync(join(tmpdir(), 'longrun-turn-threads-'));
@@ -36,13 +36,7 @@ async function start(name: string, count = 1) {
       counts.firstTokens += firstTokenMs.length;
     },
     logger,
-    onLost: async (events) => {
-      for (const turn of await store.listRunningTurns()) {
-        if (events.some((event) => event.conversationId === turn.conversationId && event.turn === turn.turn)) {
-          await interruptTurn(store, turn, 'Lost.', { clock: Date.now, logger, publisher: { publish: async (lost) => void published.push(...lost) } });
-        }
-      }
-    },
+    onLost: (events) => closeLostTurns(store, events, { clock: Date.now, logger, publisher: { publish: async (lost) => void published.push(...lost) } }),
   });
   return { store, threads, published, logs, counts };
 }
