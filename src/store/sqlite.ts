@@ -162,13 +162,16 @@ export interface SqliteStoreOptions {
 // in 15 s at 20,000 events/s), and every page read searches a longer index of it, so each insert
 // costs more the longer the load lasts. So once the log holds checkpointRestartPages, a RESTART
 // follows the PASSIVE one: it holds new writes back while it copies the little written since, and
-// the next write starts the log over.
+// the next write starts the log over. A RESTART also waits for every reader of the log, holding
+// writes back meanwhile, so it is tried only when no reader is behind, and waits 20 ms at most.
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
 const written = new Int32Array(workerData.written);
 const database = new Database(workerData.path);
-database.pragma('busy_timeout = 5000');
+// Only a RESTART waits for other connections (a PASSIVE checkpoint never does), and new writes wait
+// while it does: it may wait for a commit in progress, not for more.
+database.pragma('busy_timeout = 20');
 let checkpointedAt = Date.now();
 let checkpointedRows = 0;
 const checkpoint = () => {
@@ -176,7 +179,9 @@ const checkpoint = () => {
   checkpointedAt = Date.now();
   try {
     const [passive] = database.pragma('wal_checkpoint(PASSIVE)');
-    if (passive.log >= workerData.restartPages) database.pragma('wal_checkpoint(RESTART)');
+    // Not while a reader holds an older snapshot (the PASSIVE one then stops short of the end): the
+    // log cannot start over before that reader is done.
+    if (passive.log >= workerData.restartPages && passive.checkpointed === passive.log) database.pragma('wal_checkpoint(RESTART)');
   } catch {}
 };
 const timer = setInterval(() => {

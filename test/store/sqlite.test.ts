@@ -82,6 +82,40 @@ it('keeps the write-ahead log small under writes that hardly pause', async () =>
   rmSync(dir, { recursive: true, force: true });
 });
 
+it('keeps writing while another connection holds an old snapshot that stops the log from starting over', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-wal-reader-'));
+  const path = join(dir, 'db.sqlite');
+  const store = createSqliteStore({ path, checkpointIntervalMs: 10, checkpointRows: 10, checkpointRestartPages: 16 });
+  const ids = Array.from({ length: 100 }, (_, index) => `c${index}`);
+  for (const id of ids) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
+  const append = (seq: number): Promise<unknown> =>
+    Promise.all(ids.map((id) => store.appendEvents([makeEvent({ conversationId: id, turn: 1, seq, type: 'CHUNK', chunk: 'x'.repeat(40), createdAt: seq })])));
+  await append(1);
+  // A reader (another process, a backup) keeps a read transaction open: the log cannot start over
+  // while it lasts, and a RESTART checkpoint that waits for it holds every writer back meanwhile.
+  const reader = new Database(path);
+  reader.prepare('BEGIN').run();
+  reader.prepare('SELECT COUNT(*) AS n FROM events').get();
+  let slowest = 0;
+  try {
+    for (let seq = 2; seq <= 21; seq += 1) {
+      const started = performance.now();
+      await append(seq);
+      slowest = Math.max(slowest, performance.now() - started);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  } finally {
+    reader.prepare('COMMIT').run();
+    reader.close();
+  }
+  // Each checkpoint gives up on the reader within its short wait; with SQLite's 5 s wait instead,
+  // the writes stalled past their own 2 s busy timeout and failed with "database is locked".
+  expect(slowest).toBeLessThan(1_000);
+  expect((await store.listEvents('c99', 0)).length).toBe(21);
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
 it('commits a full group at once instead of at the end of the loop turn', async () => {
   const store = createSqliteStore({ path: ':memory:' });
   const ids = Array.from({ length: 40 }, (_, index) => `c${index}`);
