@@ -1,12 +1,12 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
 import { makeEvent } from '../../src/domain.js';
-import { createSqliteStore } from '../../src/store/sqlite.js';
+import { createSqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite.js';
 import { describeStoreConformance } from './store.suite.js';
 
 describeStoreConformance('sqlite (in memory)', { create: async () => createSqliteStore({ path: ':memory:' }) });
@@ -54,14 +54,26 @@ it('copies the write-ahead log into the database file from a background thread, 
   rmSync(dir, { recursive: true, force: true });
 });
 
-it('keeps the write-ahead log small under writes that hardly pause', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'longrun-wal-'));
-  const path = join(dir, 'db.sqlite');
-  const store = createSqliteStore({ path, checkpointIntervalMs: 10, checkpointRows: 100, checkpointRestartPages: 256 });
-  const ids = Array.from({ length: 400 }, (_, index) => `c${index}`);
+/**
+ * Opens a file store with the given checkpointer settings and starts a turn in each of `count`
+ * conversations; `append(seq)` then stores one chunk in each, as a gateway under load does.
+ */
+async function turnsOnFile(folder: string, count: number, options: Omit<SqliteStoreOptions, 'path'>) {
+  const path = join(mkdtempSync(join(tmpdir(), folder)), 'db.sqlite');
+  const store = createSqliteStore({ path, ...options });
+  const ids = Array.from({ length: count }, (_, index) => `c${index}`);
   for (const id of ids) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
   const append = (seq: number): Promise<unknown> =>
     Promise.all(ids.map((id) => store.appendEvents([makeEvent({ conversationId: id, turn: 1, seq, type: 'CHUNK', chunk: 'x'.repeat(40), createdAt: seq })])));
+  const dispose = async (): Promise<void> => {
+    await store.close();
+    rmSync(dirname(path), { recursive: true, force: true });
+  };
+  return { path, store, append, dispose };
+}
+
+it('keeps the write-ahead log small under writes that hardly pause', async () => {
+  const { path, store, append, dispose } = await turnsOnFile('longrun-wal-', 400, { checkpointIntervalMs: 10, checkpointRows: 100, checkpointRestartPages: 256 });
   // The checkpointer is at work once it has copied a first round into the database file.
   await append(1);
   const deadline = Date.now() + 10_000;
@@ -78,18 +90,11 @@ it('keeps the write-ahead log small under writes that hardly pause', async () =>
   // restart it keeps them all; with it, the log holds what is written while a checkpoint runs.
   expect(largestLog).toBeLessThan(35 * 1024 * 1024);
   expect((await store.listEvents('c399', 0)).length).toBe(61);
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await dispose();
 });
 
 it('keeps writing while another connection holds an old snapshot that stops the log from starting over', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'longrun-wal-reader-'));
-  const path = join(dir, 'db.sqlite');
-  const store = createSqliteStore({ path, checkpointIntervalMs: 10, checkpointRows: 10, checkpointRestartPages: 16 });
-  const ids = Array.from({ length: 100 }, (_, index) => `c${index}`);
-  for (const id of ids) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
-  const append = (seq: number): Promise<unknown> =>
-    Promise.all(ids.map((id) => store.appendEvents([makeEvent({ conversationId: id, turn: 1, seq, type: 'CHUNK', chunk: 'x'.repeat(40), createdAt: seq })])));
+  const { path, store, append, dispose } = await turnsOnFile('longrun-wal-reader-', 100, { checkpointIntervalMs: 10, checkpointRows: 10, checkpointRestartPages: 16 });
   await append(1);
   // A reader (another process, a backup) keeps a read transaction open: the log cannot start over
   // while it lasts, and a RESTART checkpoint that waits for it holds every writer back meanwhile.
@@ -108,12 +113,12 @@ it('keeps writing while another connection holds an old snapshot that stops the 
     reader.prepare('COMMIT').run();
     reader.close();
   }
-  // Each checkpoint gives up on the reader within its short wait; with SQLite's 5 s wait instead,
-  // the writes stalled past their own 2 s busy timeout and failed with "database is locked".
+  // The checkpointer leaves the RESTART until the reader is done (and would wait 20 ms at most).
+  // When it tried one regardless and waited up to 5 s, the writes stalled past their own 2 s busy
+  // timeout and failed with "database is locked".
   expect(slowest).toBeLessThan(1_000);
   expect((await store.listEvents('c99', 0)).length).toBe(21);
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await dispose();
 });
 
 it('commits a full group at once instead of at the end of the loop turn', async () => {
