@@ -1,18 +1,19 @@
 /**
  * The SQLite store (better-sqlite3, WAL): the local deployment's storage. One file holds
- * conversations, turns, messages and events; `:memory:` gives a throw-away store.
+ * conversations, turns, messages and events; `:memory:` gives a throw-away store. Events are first
+ * appended to a second file beside it (`<path>-incoming`, see `INCOMING_SCHEMA`), and a background
+ * thread moves them into the first about once a second; reads look in both.
  *
  * better-sqlite3 is synchronous; a write takes microseconds in WAL mode, less than handing it to a
  * thread would cost. `synchronous = NORMAL` keeps every committed write across a process crash
  * (`kill -9`); only a power loss may drop the last transactions.
  */
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Conversation, ConversationEvent, Message, Turn, TurnStatus } from '../domain.js';
 import { ConflictError, StoreError, UnauthorizedError } from '../errors.js';
+import { startBackground } from './sqlite-background.js';
 import type { BeginTurnInput, RunningTurn, Store, TurnContext } from './types.js';
 
 interface EventRow {
@@ -147,91 +148,15 @@ export interface SqliteStoreOptions {
    * written since the PASSIVE checkpoint it follows.
    */
   checkpointRestartPages?: number;
-}
-
-// The checkpointer: a thread with its own connection that copies the WAL into the database file.
-// SQLite's automatic checkpoint would run inside a commit on the event loop, fsync included, and
-// stall every stream for tens of milliseconds; here it runs beside it. A checkpoint still disturbs
-// the commits that run meanwhile (its fsync competes with their writes), so it runs only once
-// enough was written: the main thread counts the rows it commits in a shared counter, and the
-// thread reads it. It is CommonJS because `eval` workers are.
-//
-// A PASSIVE checkpoint never waits for writers, but under a steady stream of commits it never
-// catches up either: the log starts over only when a write begins with every page of it copied,
-// and each commit made during the copy leaves some behind. The log then grows without end (1.4 GB
-// in 15 s at 20,000 events/s), and every page read searches a longer index of it, so each insert
-// costs more the longer the load lasts. So once the log holds checkpointRestartPages, a RESTART
-// follows the PASSIVE one: it holds new writes back while it copies the little written since, and
-// the next write starts the log over. A RESTART also waits for every reader of the log, holding
-// writes back meanwhile, so it is tried only when no reader is behind, and waits 20 ms at most.
-const CHECKPOINTER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.module);
-const written = new Int32Array(workerData.written);
-const database = new Database(workerData.path);
-// Only a RESTART waits for other connections (a PASSIVE checkpoint never does), and new writes wait
-// while it does: it may wait for a commit in progress, not for more.
-database.pragma('busy_timeout = 20');
-let checkpointedAt = Date.now();
-let checkpointedRows = 0;
-const checkpoint = () => {
-  checkpointedRows = Atomics.load(written, 0);
-  checkpointedAt = Date.now();
-  try {
-    const [passive] = database.pragma('wal_checkpoint(PASSIVE)');
-    // Not while a reader holds an older snapshot (the PASSIVE one then stops short of the end): the
-    // log cannot start over before that reader is done.
-    if (passive.log >= workerData.restartPages && passive.checkpointed === passive.log) database.pragma('wal_checkpoint(RESTART)');
-  } catch {}
-};
-const timer = setInterval(() => {
-  const rows = (Atomics.load(written, 0) - checkpointedRows) | 0;
-  if (rows > 0 && (rows >= workerData.rows || Date.now() - checkpointedAt >= workerData.maxIntervalMs)) checkpoint();
-}, workerData.intervalMs);
-parentPort.on('message', () => {
-  clearInterval(timer);
-  checkpoint();
-  database.close();
-  parentPort.close();
-});
-`;
-
-interface Checkpointer {
-  /** Counts rows committed on the main connection. */
-  wrote(rows: number): void;
-  /** Runs a last checkpoint and stops the thread. */
-  stop(): Promise<void>;
-}
-
-function startCheckpointer(path: string, options: SqliteStoreOptions): Checkpointer {
-  const written = new Int32Array(new SharedArrayBuffer(4));
-  const worker = new Worker(CHECKPOINTER, {
-    eval: true,
-    workerData: {
-      path,
-      written: written.buffer,
-      intervalMs: options.checkpointIntervalMs ?? 100,
-      restartPages: options.checkpointRestartPages ?? 4096,
-      rows: options.checkpointRows ?? 2000,
-      maxIntervalMs: options.checkpointMaxIntervalMs ?? 10_000,
-      module: createRequire(import.meta.url).resolve('better-sqlite3'),
-    },
-  });
-  // Not holding the process open on its own: the store's close() ends it.
-  worker.unref();
-  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-  worker.on('error', () => undefined);
-  return {
-    // Wraps around after 2^32 rows; the thread compares differences, so that is harmless.
-    wrote: (rows) => void Atomics.add(written, 0, rows),
-    stop: async () => {
-      // Held while closing: an unreferenced worker would let the process exit before its last checkpoint.
-      worker.ref();
-      worker.postMessage('close');
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
-      await worker.terminate();
-    },
-  };
+  /**
+   * Appends events to an incoming file beside the database file (`<path>-incoming`), from which a
+   * background thread moves them into it about once a second (default: on for a file; a
+   * `:memory:` store always writes them directly). Off, each event is inserted into the events
+   * table as it comes.
+   */
+  incoming?: boolean;
+  /** How often the background thread moves the incoming events into the database file (default 1000 ms). */
+  moveIntervalMs?: number;
 }
 
 /**
@@ -259,8 +184,71 @@ function migrate(database: Database.Database): void {
     .immediate();
 }
 
+/** The columns of an event row, in the order `toRow` gives them. */
+const EVENT_COLUMNS =
+  'conversation_key, seq, turn, type, chunk, error, error_code, stop_reason, input_tokens, output_tokens, latency_ms, created_at';
+
+// The incoming file: the events as they come, with no index but an id that never goes back
+// (AUTOINCREMENT), which is how far the background thread has moved them. A commit writes the page
+// or two at its end, where an insert into the events table, keyed by conversation, dirties a page
+// per running turn: with 1,000 turns appending at once, each commit of 16 events wrote 16 pages.
+// The background thread moves a second's worth at once into the events table, sorted, where a
+// turn's events share their page (src/store/sqlite-background.ts). It is a file of its own because
+// SQLite has one writer per file: a move of that size holds the lock for tens of milliseconds.
+const INCOMING_SCHEMA = `
+CREATE TABLE IF NOT EXISTS incoming.events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  conversation_key INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  turn INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  chunk TEXT,
+  error TEXT,
+  error_code TEXT,
+  stop_reason TEXT,
+  input_tokens INTEGER,
+  output_tokens INTEGER,
+  latency_ms INTEGER,
+  created_at REAL NOT NULL
+);
+`;
+
+/** Moved rows deleted from the incoming file per commit of events: it keeps up with 16 appended. */
+const DELETE_LIMIT = 64;
+
+/**
+ * Moves every event of the incoming file into the events table, then deletes them there, on the
+ * store's own connection: at opening (what a crash left) and at closing (what the background
+ * thread left). A row already in the table is ignored; a row whose conversation was deleted is
+ * dropped. Two transactions, the insert first: a crash between them leaves rows that the next move
+ * ignores.
+ */
+function moveIncoming(database: Database.Database): void {
+  const last = database.prepare('SELECT MAX(id) FROM incoming.events').pluck().get() as number | null;
+  if (last === null) return;
+  database
+    .transaction(() =>
+      database
+        .prepare(
+          `INSERT OR IGNORE INTO main.events (${EVENT_COLUMNS})
+           SELECT ${EVENT_COLUMNS} FROM incoming.events i
+           WHERE i.id <= ? AND EXISTS (SELECT 1 FROM main.conversation_keys k WHERE k.key = i.conversation_key)
+           ORDER BY conversation_key, seq`,
+        )
+        .run(last),
+    )
+    .immediate();
+  database.prepare('DELETE FROM incoming.events WHERE id <= ?').run(last);
+}
+
+/** An error that the group commit treats as one write's fault, as it does SQLite's constraints. */
+function constraintError(message: string): Error {
+  return Object.assign(new Error(message), { code: 'SQLITE_CONSTRAINT' });
+}
+
 /** Opens (and creates when needed) the SQLite store. Throws `StoreError` when the file cannot be opened. */
 export function createSqliteStore(options: SqliteStoreOptions): Store {
+  const incomingPath = options.path !== ':memory:' && options.incoming !== false ? `${options.path}-incoming` : undefined;
   let database: Database.Database;
   try {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -274,13 +262,35 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     // from the file. Pages are cached only once used, so an idle store costs nothing more.
     database.pragma('cache_size = -32768');
     migrate(database);
+    if (incomingPath !== undefined) {
+      database.prepare('ATTACH DATABASE ? AS incoming').run(incomingPath);
+      database.pragma('incoming.journal_mode = WAL');
+      database.pragma('incoming.synchronous = NORMAL');
+      database.exec(INCOMING_SCHEMA);
+      // Events that a crash left there, before anything reads the events table.
+      moveIncoming(database);
+    }
     if (options.path !== ':memory:') database.pragma('wal_autocheckpoint = 0');
   } catch (error) {
     if (database! !== undefined && database.open) database.close();
     throw new StoreError(`Cannot open the SQLite database at ${options.path}: ${(error as Error).message}`, error);
   }
 
-  const checkpointer = options.path === ':memory:' ? undefined : startCheckpointer(options.path, options);
+  const background =
+    options.path === ':memory:'
+      ? undefined
+      : startBackground(
+          {
+            path: options.path,
+            incomingPath,
+            moveIntervalMs: options.moveIntervalMs ?? 1000,
+            intervalMs: options.checkpointIntervalMs ?? 100,
+            restartPages: options.checkpointRestartPages ?? 4096,
+            rows: options.checkpointRows ?? 2000,
+            maxIntervalMs: options.checkpointMaxIntervalMs ?? 10_000,
+          },
+          0,
+        );
 
   const statements = {
     getConversation: database.prepare<[string], ConversationRow>('SELECT * FROM conversations WHERE id = ?'),
@@ -304,6 +314,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     ),
     endTurn: database.prepare(`UPDATE turns SET status = ?, ended_at = ? WHERE conversation_id = ? AND turn = ? AND status = 'RUNNING'`),
     endConversationTurn: database.prepare(`UPDATE conversations SET status = ?, updated_at = ? WHERE id = ? AND turn = ?`),
+    lastSeqOfKey: database.prepare<[number], { seq: number | null }>('SELECT MAX(seq) AS seq FROM events WHERE conversation_key = ?'),
     lastSeq: database.prepare<[string], { seq: number | null }>(
       'SELECT MAX(seq) AS seq FROM events WHERE conversation_key = (SELECT key FROM conversation_keys WHERE conversation_id = ?)',
     ),
@@ -350,28 +361,113 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     return turn;
   });
 
+  // The incoming file (see `moveIncoming`): appends, and deletes behind the background thread.
+  const incoming =
+    incomingPath === undefined
+      ? undefined
+      : {
+          insert: database.prepare(`INSERT INTO incoming.events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+          deleteMoved: database.prepare<[number, number]>(
+            'DELETE FROM incoming.events WHERE id IN (SELECT id FROM incoming.events WHERE id <= ? ORDER BY id LIMIT ?)',
+          ),
+          // Reads of a conversation that has events there that may not be moved yet: both files.
+          listEvents: database.prepare<[number, number, number, number, number], Omit<EventRow, 'conversation_id'>>(
+            `SELECT ${EVENT_COLUMNS.replace('conversation_key, ', '')} FROM (
+               SELECT ${EVENT_COLUMNS} FROM main.events WHERE conversation_key = ? AND seq > ?
+               UNION
+               SELECT ${EVENT_COLUMNS} FROM incoming.events WHERE conversation_key = ? AND seq > ?
+             ) ORDER BY seq LIMIT ?`,
+          ),
+          // The conversations with events there, which the background thread may not have moved
+          // yet: the last seq and id of each. Nothing is kept per event.
+          waiting: new Map<string, { lastSeq: number; lastId: number }>(),
+          // How far the background thread had moved when `waiting` was last swept.
+          sweptAt: 0,
+          // Every row up to this id is deleted from the incoming file.
+          deletedUpTo: 0,
+        };
+  /** Forgets the conversations whose events the background thread has all moved into the database file. */
+  const catchUp = (): void => {
+    if (incoming === undefined || background === undefined) return;
+    const moved = background.moved();
+    if (moved === incoming.sweptAt) return;
+    incoming.sweptAt = moved;
+    for (const [conversationId, waiting] of incoming.waiting) if (waiting.lastId <= moved) incoming.waiting.delete(conversationId);
+  };
+
   // The writes of running turns: their events, then their end. Each is a list of statements run
   // in one transaction, alone or with others (below).
   // The integer key of each conversation with a running turn, so that an insert does not look it
-  // up. Dropped when the turn ends, so it holds the running turns only.
-  const keys = new Map<string, number>();
+  // up, and the last seq it stored. Dropped when the turn ends, so it holds the running turns only.
+  interface RunningState {
+    key: number;
+    lastSeq: number;
+  }
+  const running = new Map<string, RunningState>();
+  const stateOf = (conversationId: string): RunningState | undefined => {
+    let state = running.get(conversationId);
+    if (state === undefined) {
+      const key = statements.conversationKey.get(conversationId)?.key;
+      if (key === undefined) return undefined;
+      const waitingSeq = incoming?.waiting.get(conversationId)?.lastSeq ?? 0;
+      state = { key, lastSeq: Math.max(statements.lastSeqOfKey.get(key)?.seq ?? 0, waitingSeq) };
+      running.set(conversationId, state);
+    }
+    return state;
+  };
+  // The events of the transaction in progress, and the last seq each conversation reaches in it:
+  // they count as waiting in the incoming file, and as the conversations' last seqs, once it commits.
+  let staged: Array<{ id: number; event: ConversationEvent; state: RunningState }> = [];
+  const stagedLast = new Map<RunningState, number>();
+  const beginStaging = (): void => {
+    staged = [];
+    stagedLast.clear();
+  };
+  const commitStaged = (): void => {
+    for (const { id, event, state } of staged) {
+      const waiting = incoming!.waiting.get(event.conversationId);
+      if (waiting === undefined) incoming!.waiting.set(event.conversationId, { lastSeq: event.seq, lastId: id });
+      else {
+        waiting.lastSeq = event.seq;
+        waiting.lastId = id;
+      }
+      state.lastSeq = event.seq;
+    }
+    beginStaging();
+  };
+  /**
+   * The conversation's running state, checking that `event` comes after every event it stored:
+   * without an index, the incoming file cannot refuse a duplicate seq as the events table does.
+   */
+  const checkedState = (event: ConversationEvent): RunningState => {
+    const state = stateOf(event.conversationId);
+    if (state === undefined) throw constraintError(`conversation ${event.conversationId} does not exist`);
+    const last = stagedLast.get(state) ?? state.lastSeq;
+    if (event.seq <= last) {
+      throw constraintError(`event ${event.seq} of conversation ${event.conversationId} does not come after its last stored event (${last})`);
+    }
+    stagedLast.set(state, event.seq);
+    return state;
+  };
   // A conversation that does not exist gets no key: the insert then fails on the foreign key, as
   // one write's fault.
-  const keyOf = (conversationId: string): number => {
-    let key = keys.get(conversationId);
-    if (key === undefined) {
-      key = statements.conversationKey.get(conversationId)?.key;
-      if (key === undefined) return 0;
-      keys.set(conversationId, key);
-    }
-    return key;
-  };
+  const keyOf = (conversationId: string): number => stateOf(conversationId)?.key ?? 0;
   const insertEvents = (events: ConversationEvent[]): void => {
-    for (const event of events) statements.insertEvent.run(toRow(event, keyOf(event.conversationId)));
+    if (incoming === undefined) {
+      for (const event of events) statements.insertEvent.run(toRow(event, keyOf(event.conversationId)));
+      return;
+    }
+    for (const event of events) {
+      const state = checkedState(event);
+      const { lastInsertRowid } = incoming.insert.run(toRow(event, state.key));
+      staged.push({ id: Number(lastInsertRowid), event, state });
+    }
   };
   const finishTurn = (event: ConversationEvent, assistantText: string): void => {
-    statements.insertEvent.run(toRow(event, keyOf(event.conversationId)));
-    keys.delete(event.conversationId);
+    // The terminal event goes to the database file with the turn's status, in one transaction,
+    // even when the turn's other events are still in the incoming file.
+    statements.insertEvent.run(toRow(event, incoming === undefined ? keyOf(event.conversationId) : checkedState(event).key));
+    running.delete(event.conversationId);
     if (assistantText.length > 0) {
       statements.insertMessage.run(event.conversationId, event.turn, 'assistant', assistantText);
     }
@@ -387,6 +483,9 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   // GROUP_LIMIT writes instead of one per write: events as well as the ends of turns, which under
   // load come in bursts (turns started together end together). (A first write committed on its
   // own, as before, cost a second transaction per loop turn under load.)
+  // With an incoming file, a group is two transactions: the events, on the incoming file alone
+  // (deferred, so that it never waits for the background thread's moves into the database file),
+  // then the ends of turns, on the database file.
   // If a group fails on a constraint, each write is retried on its own, so a bad write fails only
   // its caller and leaves the others stored.
   interface GroupedWrite {
@@ -394,53 +493,87 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     /** Rows it writes, for the checkpointer. */
     rows: number;
     what: string;
+    /** It writes the database file (the end of a turn), not only the incoming file. */
+    main: boolean;
     resolve: () => void;
     reject: (error: unknown) => void;
   }
   let group: GroupedWrite[] = [];
   let groupOpen = false;
   const commitOne = database.transaction((entry: Pick<GroupedWrite, 'run' | 'rows'>) => {
+    beginStaging();
     entry.run();
-    checkpointer?.wrote(entry.rows);
+    background?.wrote(entry.rows);
   });
   const commitGroup = database.transaction((batch: GroupedWrite[]) => {
+    beginStaging();
     let rows = 0;
     for (const entry of batch) {
       entry.run();
       rows += entry.rows;
     }
-    checkpointer?.wrote(rows);
+    // Behind the background thread, a few rows at a time, from the other end of the same pages.
+    deleted = undefined;
+    if (incoming !== undefined && background !== undefined && !batch[0]!.main) {
+      const moved = background.moved();
+      if (moved > incoming.deletedUpTo) {
+        const { changes } = incoming.deleteMoved.run(moved, DELETE_LIMIT);
+        rows += changes;
+        if (changes < DELETE_LIMIT) deleted = moved;
+      }
+    }
+    background?.wrote(rows);
   });
-  const commitWaiting = (): void => {
-    const batch = group;
-    group = [];
-    if (batch.length === 0) return;
+  // Set by a commit of events that deleted every moved row.
+  let deleted: number | undefined;
+  const commitPart = (batch: GroupedWrite[]): void => {
+    // Deferred: the events lock the incoming file only. Immediate: the end of a turn reads before
+    // it writes, and a transaction that read first fails at once if another connection wrote
+    // meanwhile.
+    const mode = incoming !== undefined && !batch[0]!.main ? 'deferred' : 'immediate';
     try {
-      // IMMEDIATE: a write may look up its conversation's key before it inserts, and a
-      // transaction that read first fails at once if another connection wrote meanwhile.
-      commitGroup.immediate(batch);
+      commitGroup[mode](batch);
+      if (incoming !== undefined && deleted !== undefined) incoming.deletedUpTo = deleted;
+      commitStaged();
+      catchUp();
       for (const entry of batch) entry.resolve();
     } catch (error) {
+      beginStaging();
       // A constraint (a duplicate seq) is one write's fault: each is retried alone. Anything else
       // (a lock held past the busy timeout, a full disk) would fail each of them again, each after
       // its own wait, so they all fail now.
       if (String((error as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) {
-        for (const entry of batch) write(entry.what, () => commitOne.immediate(entry)).then(entry.resolve, entry.reject);
+        for (const entry of batch) {
+          write(entry.what, () => {
+            commitOne[mode](entry);
+            commitStaged();
+          }).then(entry.resolve, entry.reject);
+        }
       } else {
         for (const entry of batch) write(entry.what, () => { throw error; }).catch(entry.reject);
       }
     }
   };
+  const commitWaiting = (): void => {
+    const batch = group;
+    group = [];
+    if (batch.length === 0) return;
+    if (incoming === undefined) return commitPart(batch);
+    const appends = batch.filter((entry) => !entry.main);
+    const ends = batch.filter((entry) => entry.main);
+    if (appends.length > 0) commitPart(appends);
+    if (ends.length > 0) commitPart(ends);
+  };
   const flushGroup = (): void => {
     groupOpen = false;
     commitWaiting();
   };
-  const grouped = (what: string, rows: number, run: () => void): Promise<void> => {
+  const grouped = (what: string, rows: number, main: boolean, run: () => void): Promise<void> => {
     if (!groupOpen) {
       groupOpen = true;
       setImmediate(flushGroup);
     }
-    const written = new Promise<void>((resolve, reject) => void group.push({ run, rows, what, resolve, reject }));
+    const written = new Promise<void>((resolve, reject) => void group.push({ run, rows, what, main, resolve, reject }));
     // A full group is written now: under load a loop turn is long, and the writes that arrived
     // early in it would otherwise wait for all that came after them.
     if (group.length >= GROUP_LIMIT) commitWaiting();
@@ -457,6 +590,25 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     }
   };
 
+  /** The conversation's last stored seq, wherever it is stored. */
+  const lastSeqOf = (conversationId: string): number => {
+    catchUp();
+    return Math.max(statements.lastSeq.get(conversationId)?.seq ?? 0, incoming?.waiting.get(conversationId)?.lastSeq ?? 0);
+  };
+  const listEvents = (conversationId: string, afterSeq: number, limit: number): ConversationEvent[] => {
+    catchUp();
+    if (incoming === undefined || !incoming.waiting.has(conversationId)) {
+      return statements.listEvents.all(conversationId, afterSeq, limit).map(fromRow);
+    }
+    // Both files, in one statement: only this connection deletes from the incoming file, and only
+    // what is already in the database file, so no event falls between the two. An event moved
+    // but not yet deleted is in both, the same row twice, which UNION keeps once. The incoming
+    // file has no index but its ids: this scans it, which holds about a second of events.
+    const key = statements.conversationKey.get(conversationId)?.key;
+    if (key === undefined) return [];
+    return incoming.listEvents.all(key, afterSeq, key, afterSeq, limit).map((row) => fromRow({ ...row, conversation_id: conversationId }));
+  };
+
   return {
     // IMMEDIATE: the transaction reads before it writes, and a deferred one would then fail at
     // once, without waiting, whenever another connection (a turn thread's) wrote in between.
@@ -464,10 +616,10 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     turnContext: (conversationId, turn): Promise<TurnContext> =>
       write('read the conversation', () => ({
         history: statements.historyBefore.all(conversationId, turn),
-        lastSeq: statements.lastSeq.get(conversationId)?.seq ?? 0,
+        lastSeq: lastSeqOf(conversationId),
       })),
-    appendEvents: (events) => grouped('store the events', events.length, () => insertEvents(events)),
-    endTurn: ({ event, assistantText }) => grouped('end the turn', 4, () => finishTurn(event, assistantText)),
+    appendEvents: (events) => grouped('store the events', events.length, false, () => insertEvents(events)),
+    endTurn: ({ event, assistantText }) => grouped('end the turn', 4, true, () => finishTurn(event, assistantText)),
     getConversation: (conversationId) =>
       write('read the conversation', (): Conversation | null => {
         const row = statements.getConversation.get(conversationId);
@@ -483,15 +635,14 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
           conversationId: row.id,
           owner: row.owner,
           status: row.status,
-          lastSeq: statements.lastSeq.get(conversationId)?.seq ?? 0,
+          lastSeq: lastSeqOf(conversationId),
           createdAt: row.created_at,
           updatedAt: row.updated_at,
           turns,
           messages: statements.listMessages.all(conversationId),
         };
       }),
-    listEvents: (conversationId, afterSeq, limit = -1) =>
-      write('read the events', () => statements.listEvents.all(conversationId, afterSeq, limit).map(fromRow)),
+    listEvents: (conversationId, afterSeq, limit = -1) => write('read the events', () => listEvents(conversationId, afterSeq, limit)),
     requestCancel: (conversationId) =>
       write('request cancellation', () => statements.requestCancel.run(conversationId).changes > 0),
     isCancelRequested: (conversationId, turn) =>
@@ -501,23 +652,34 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
         statements.runningTurns.all().map((row) => ({
           conversationId: row.id,
           turn: row.turn,
-          lastSeq: statements.lastSeq.get(row.id)?.seq ?? 0,
+          lastSeq: lastSeqOf(row.id),
         })),
       ),
     deleteConversation: (conversationId) =>
       write('delete the conversation', () => {
-        keys.delete(conversationId);
+        running.delete(conversationId);
+        // Its events still in the incoming file are dropped by the move, which finds no conversation.
+        incoming?.waiting.delete(conversationId);
         return statements.deleteConversation.run(conversationId).changes > 0;
       }),
     pruneConversations: (updatedBefore) =>
       write('prune conversations', () => {
-        keys.clear();
+        running.clear();
         return statements.pruneConversations.run(updatedBefore).changes;
       }),
     close: async () => {
       if (group.length > 0 && database.open) flushGroup();
-      await checkpointer?.stop();
-      if (database.open) database.close();
+      await background?.stop();
+      if (!database.open) return;
+      // Whatever the background thread left (it failed, or was stopped mid-move).
+      if (incoming !== undefined) {
+        try {
+          moveIncoming(database);
+        } catch {
+          // The events stay in the incoming file; the next start moves them.
+        }
+      }
+      database.close();
     },
   };
 }

@@ -137,7 +137,9 @@ async function close(): Promise<void> {
 port.on('message', handle);
 
 try {
-  const store = createSqliteStore({ path: setup.databasePath });
+  // Its events go straight to the events table: the gateway's store moves only the events it
+  // appended itself to its incoming file.
+  const store = createSqliteStore({ path: setup.databasePath, incoming: false });
   const provider = await createProvider(setup.provider);
   services = { store, provider };
   port.postMessage([{ type: 'ready' }] satisfies FromThread[]);

@@ -64,7 +64,8 @@ describe('faults', () => {
   it('a locked database fails the turn with ERROR StoreError, leaves no half-written event, and the gateway keeps serving', async () => {
     const path = join(folder, 'locked.db');
     const test = await startTestGateway({ LONGRUN_DB: path, LONGRUN_SIM_TOKENS_PER_SEC: '200' });
-    const intruder = new Database(path);
+    // The file the gateway appends events to (the database file holds them a second later).
+    const intruder = new Database(`${path}-incoming`);
     try {
       const { received } = await runTurn(test, 'long [tokens=100000]', async (client) => {
         await client.until(() => (client.data('s').length >= 3 ? true : undefined));

@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
@@ -14,6 +16,13 @@ describeStoreConformance('sqlite (in memory)', { create: async () => createSqlit
 const folder = mkdtempSync(join(tmpdir(), 'longrun-store-'));
 describeStoreConformance('sqlite (file)', {
   create: async () => createSqliteStore({ path: join(folder, 'nested', 'test.db') }),
+});
+// Moves at every look of the background thread: reads then often find events in both files.
+describeStoreConformance('sqlite (file, moving all the time)', {
+  create: async () => createSqliteStore({ path: join(folder, 'moving.db'), moveIntervalMs: 1, checkpointIntervalMs: 1 }),
+});
+describeStoreConformance('sqlite (file, no incoming file)', {
+  create: async () => createSqliteStore({ path: join(folder, 'direct.db'), incoming: false }),
   dispose: async () => rmSync(folder, { recursive: true, force: true }),
 });
 
@@ -169,13 +178,17 @@ it('ends turns in the same groups as events, and a bad end fails only its own ca
   await store.close();
 });
 
-it('fails a whole group at once when the database stays locked, instead of waiting once per write', async () => {
+it.each([
+  ['the incoming file', true],
+  ['the database file', false],
+])('fails a whole group at once when %s stays locked, instead of waiting once per write', async (_, incoming) => {
   const dir = mkdtempSync(join(tmpdir(), 'longrun-locked-'));
   const path = join(dir, 'db.sqlite');
-  const store = createSqliteStore({ path });
+  const store = createSqliteStore({ path, incoming });
   const ids = Array.from({ length: 16 }, (_, index) => `c${index}`);
   for (const id of ids) await store.beginTurn({ conversationId: id, prompt: 'p', now: 1 });
-  const intruder = new Database(path);
+  // Events go to the incoming file, or straight to the database file.
+  const intruder = new Database(incoming ? `${path}-incoming` : path);
   intruder.exec('BEGIN EXCLUSIVE');
   try {
     // One write alone, then a group of fifteen: the group waits out the 2 s busy timeout once and
@@ -305,5 +318,107 @@ INSERT INTO events (conversation_id, seq, turn, type, chunk, created_at) VALUES 
   check.pragma('user_version = 99');
   check.close();
   expect(() => createSqliteStore({ path })).toThrow(/written by a newer longrun \(schema 99; this one reads up to 1\)/);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Counts rows of a table with a connection of its own, as another process would see them. */
+function countRows(file: string, table: string): number {
+  const reader = new Database(file, { readonly: true });
+  try {
+    return (reader.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+  } finally {
+    reader.close();
+  }
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+it('appends events to the incoming file, moves them into the events table in the background, and deletes them behind', async () => {
+  const { path, store, append, dispose } = await turnsOnFile('longrun-incoming-', 50, { moveIntervalMs: 200, checkpointIntervalMs: 20 });
+  for (let seq = 1; seq <= 20; seq += 1) await append(seq);
+  // Stored: readable at once through the store, wherever they are.
+  expect((await store.listEvents('c49', 0)).map((event) => event.seq)).toEqual(Array.from({ length: 20 }, (_, index) => index + 1));
+  await until(() => countRows(path, 'events') === 1000, 'the events table holds all 1,000 events');
+  // Each commit of events deletes moved rows from the incoming file, a few at a time.
+  for (let seq = 21; seq <= 40; seq += 1) await append(seq);
+  await until(() => countRows(path, 'events') === 2000, 'the events table holds all 2,000 events');
+  for (let seq = 41; seq <= 60 && countRows(`${path}-incoming`, 'events') > 1000; seq += 1) await append(seq);
+  expect(countRows(`${path}-incoming`, 'events')).toBeLessThanOrEqual(1000);
+  const events = await store.listEvents('c0', 0);
+  expect(events.map((event) => event.seq)).toEqual(Array.from({ length: events.length }, (_, index) => index + 1));
+  expect((await store.getConversation('c0'))?.lastSeq).toBe(events.length);
+  await dispose();
+});
+
+it('refuses an event that does not come after the last one stored, even while that one waits in the incoming file', async () => {
+  const { store, dispose } = await turnsOnFile('longrun-incoming-order-', 1, { moveIntervalMs: 3_600_000 });
+  await store.appendEvents([makeEvent({ conversationId: 'c0', turn: 1, seq: 1, type: 'CHUNK', chunk: 'one', createdAt: 1 })]);
+  await store.appendEvents([makeEvent({ conversationId: 'c0', turn: 1, seq: 2, type: 'CHUNK', chunk: 'two', createdAt: 2 })]);
+  await expect(store.appendEvents([makeEvent({ conversationId: 'c0', turn: 1, seq: 2, type: 'CHUNK', chunk: 'again', createdAt: 3 })])).rejects.toThrow(
+    /event 2 of conversation c0 does not come after its last stored event \(2\)/,
+  );
+  await expect(store.endTurn({ event: makeEvent({ conversationId: 'c0', turn: 1, seq: 1, type: 'COMPLETE', createdAt: 3 }), assistantText: 'x' })).rejects.toThrow(
+    /Could not end the turn/,
+  );
+  await expect(store.appendEvents([makeEvent({ conversationId: 'nobody', turn: 1, seq: 1, type: 'CHUNK', chunk: 'x', createdAt: 3 })])).rejects.toThrow(
+    /conversation nobody does not exist/,
+  );
+  expect((await store.listEvents('c0', 0)).map((event) => event.chunk)).toEqual(['one', 'two']);
+  await dispose();
+});
+
+it('drops the waiting events of a deleted conversation and moves the others', async () => {
+  const { path, store, append } = await turnsOnFile('longrun-incoming-deleted-', 3, { moveIntervalMs: 3_600_000 });
+  await append(1);
+  await append(2);
+  expect(await store.deleteConversation('c1')).toBe(true);
+  expect(await store.listEvents('c1', 0)).toEqual([]);
+  // Closing moves what waits; the move finds no conversation for c1's events and drops them.
+  await store.close();
+  expect(countRows(path, 'events')).toBe(4);
+  expect(countRows(`${path}-incoming`, 'events')).toBe(0);
+  const reopened = createSqliteStore({ path });
+  expect((await reopened.listEvents('c2', 0)).map((event) => event.seq)).toEqual([1, 2]);
+  await reopened.close();
+  rmSync(dirname(path), { recursive: true, force: true });
+});
+
+it('keeps the events a killed process left in the incoming file, and moves them when the file is opened again', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-incoming-killed-'));
+  const path = join(dir, 'db.sqlite');
+  // A process that stores 30 events and is killed (SIGKILL) before its background thread moves any.
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `const { createSqliteStore } = await import(${JSON.stringify(fileURLToPath(new URL('../../src/store/sqlite.ts', import.meta.url)))});
+       const store = createSqliteStore({ path: ${JSON.stringify(path)}, moveIntervalMs: 3_600_000 });
+       await store.beginTurn({ conversationId: 'c1', prompt: 'p', now: 1 });
+       for (let seq = 1; seq <= 30; seq += 1) {
+         await store.appendEvents([{ conversationId: 'c1', turn: 1, seq, type: 'CHUNK', chunk: 'part ' + seq, error: null, errorCode: null, stopReason: null, usage: null, latencyMs: null, createdAt: seq }]);
+       }
+       process.kill(process.pid, 'SIGKILL');`,
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  );
+  expect(await new Promise((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)))).toBe('SIGKILL');
+  expect(countRows(`${path}-incoming`, 'events')).toBe(30);
+  expect(countRows(path, 'events')).toBe(0);
+
+  const store = createSqliteStore({ path });
+  expect(countRows(path, 'events')).toBe(30);
+  expect(countRows(`${path}-incoming`, 'events')).toBe(0);
+  expect((await store.listEvents('c1', 0)).map((event) => event.chunk)).toEqual(Array.from({ length: 30 }, (_, index) => `part ${index + 1}`));
+  expect(await store.listRunningTurns()).toEqual([{ conversationId: 'c1', turn: 1, lastSeq: 30 }]);
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
