@@ -28,6 +28,11 @@ export interface Background {
   wrote(rows: number): void;
   /** The highest id of the incoming file whose event is known to be in the database file. */
   moved(): number;
+  /**
+   * Asks the thread to leave the database file's write lock free between its move transactions
+   * while the store writes that file (`true`), or lets it go on (`false`). Calls nest.
+   */
+  yieldLock(wanted: boolean): void;
   /** Moves what is left, runs a last checkpoint and stops the thread. */
   stop(): Promise<void>;
 }
@@ -63,6 +68,7 @@ const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
 const written = new Int32Array(workerData.written);
 const moved = new BigInt64Array(workerData.moved);
+const wanted = new Int32Array(workerData.wanted);
 const database = new Database(workerData.path);
 const schemas = ['main'];
 let move = () => 0;
@@ -89,8 +95,15 @@ if (workerData.incomingPath !== undefined) {
     if (to === null || to <= from) return 0;
     const rows = select.all(from, to);
     // In transactions of moveBatch rows: each holds the database file's write lock for a few
-    // milliseconds, which the store's own writes to it (turns starting and ending) may wait for.
-    for (let start = 0; start < rows.length; start += workerData.moveBatch) insertRows(rows.slice(start, start + workerData.moveBatch));
+    // milliseconds. Between them, the thread stands aside while the store wants the lock (a turn
+    // starts or ends), for 200 ms at most, so that the store's write never waits for more than one.
+    for (let start = 0; start < rows.length; start += workerData.moveBatch) {
+      const waitUntil = Date.now() + 200;
+      for (let current = Atomics.load(wanted, 0); current > 0 && Date.now() < waitUntil; current = Atomics.load(wanted, 0)) {
+        Atomics.wait(wanted, 0, current, 5);
+      }
+      insertRows(rows.slice(start, start + workerData.moveBatch));
+    }
     Atomics.store(moved, 0, to);
     return rows.length;
   };
@@ -153,6 +166,8 @@ const MOVE_BATCH = 1000;
 export function startBackground(options: BackgroundOptions, movedAlready: number): Background {
   const written = new Int32Array(new SharedArrayBuffer(4));
   const moved = new BigInt64Array(new SharedArrayBuffer(8));
+  // How many of the store's writes to the database file are waiting or running.
+  const wanted = new Int32Array(new SharedArrayBuffer(4));
   moved[0] = BigInt(movedAlready);
   const module = createRequire(import.meta.url).resolve('better-sqlite3');
   let closing = false;
@@ -161,7 +176,7 @@ export function startBackground(options: BackgroundOptions, movedAlready: number
   const start = (): void => {
     worker = new Worker(SOURCE, {
       eval: true,
-      workerData: { ...options, written: written.buffer, moved: moved.buffer, moveBatch: MOVE_BATCH, module },
+      workerData: { ...options, written: written.buffer, moved: moved.buffer, wanted: wanted.buffer, moveBatch: MOVE_BATCH, module },
     });
     // Not holding the process open on its own: the store's close() ends it.
     worker.unref();
@@ -178,6 +193,10 @@ export function startBackground(options: BackgroundOptions, movedAlready: number
     // Wraps around after 2^32 rows; the thread compares differences, so that is harmless.
     wrote: (rows) => void Atomics.add(written, 0, rows),
     moved: () => Number(Atomics.load(moved, 0)),
+    yieldLock: (wanting) => {
+      Atomics.add(wanted, 0, wanting ? 1 : -1);
+      if (!wanting) Atomics.notify(wanted, 0);
+    },
     stop: async () => {
       closing = true;
       // Held while closing: an unreferenced worker would let the process exit before its last checkpoint.

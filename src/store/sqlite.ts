@@ -213,6 +213,9 @@ CREATE TABLE IF NOT EXISTS incoming.events (
 );
 `;
 
+/** How long a write waits for another connection's lock before it fails with "database is locked". */
+const BUSY_TIMEOUT_MS = 2000;
+
 /** Moved rows deleted from the incoming file per commit of events: it keeps up with 16 appended. */
 const DELETE_LIMIT = 64;
 
@@ -241,6 +244,12 @@ function moveIncoming(database: Database.Database): void {
   database.prepare('DELETE FROM incoming.events WHERE id <= ?').run(last);
 }
 
+/** SQLite's errors as `StoreError` naming what failed; domain errors pass through. */
+function storeError(what: string, error: unknown): unknown {
+  if (error instanceof ConflictError || error instanceof UnauthorizedError) return error;
+  return new StoreError(`Could not ${what}: ${(error as Error).message}`, error);
+}
+
 /** An error that the group commit treats as one write's fault, as it does SQLite's constraints. */
 function constraintError(message: string): Error {
   return Object.assign(new Error(message), { code: 'SQLITE_CONSTRAINT' });
@@ -256,7 +265,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = NORMAL');
     database.pragma('foreign_keys = ON');
-    database.pragma('busy_timeout = 2000');
+    database.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     // Each running turn appends to its own leaf page of the events table; SQLite's default cache
     // (2 MB) holds the pages of about 500 of them, and past that every insert reads its page back
     // from the file. Pages are cached only once used, so an idle store costs nothing more.
@@ -475,6 +484,59 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     statements.endConversationTurn.run(event.type, event.createdAt, event.conversationId, event.turn);
   };
 
+  /** Runs `action` now, as a promise. */
+  const now = <T>(action: () => T): Promise<T> => {
+    try {
+      return Promise.resolve(action());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+  // A write to the database file while the background thread may hold its write lock for a move
+  // transaction (a few milliseconds): tried without waiting, then again every millisecond, up to
+  // the busy timeout (2 s), with the thread asked to stand aside after its current transaction.
+  // SQLite's own wait would put the whole event loop to sleep meanwhile, in steps of 1, 2, 5, 10
+  // and 15 ms, and every stream with it. Without an incoming file, SQLite's wait as before.
+  // The writes still trying, which closing waits for.
+  const trying = new Set<Promise<unknown>>();
+  const onDatabaseFile = <T>(action: () => T): Promise<T> => {
+    if (incoming === undefined || background === undefined) return now(action);
+    const thread = background;
+    thread.yieldLock(true);
+    const giveUpAt = performance.now() + BUSY_TIMEOUT_MS;
+    const written = new Promise<T>((resolve, reject) => {
+      const attempt = (): void => {
+        if (!database.open) {
+          thread.yieldLock(false);
+          reject(new Error('the store is closed'));
+          return;
+        }
+        database.pragma('busy_timeout = 0');
+        try {
+          const result = action();
+          thread.yieldLock(false);
+          resolve(result);
+        } catch (error) {
+          if (String((error as { code?: unknown }).code).startsWith('SQLITE_BUSY') && performance.now() < giveUpAt) {
+            setTimeout(attempt, 1);
+            return;
+          }
+          thread.yieldLock(false);
+          reject(error);
+        } finally {
+          database.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        }
+      };
+      attempt();
+    });
+    const settled: Promise<unknown> = written.then(
+      (): boolean => trying.delete(settled),
+      (): boolean => trying.delete(settled),
+    );
+    trying.add(settled);
+    return written;
+  };
+
   // Group commit: a write opens a group, or joins the open one, which collects whatever turns hand
   // over until the event loop's check phase (`setImmediate`, right after the timers and I/O of this
   // turn of the loop) or until it holds GROUP_LIMIT writes; the group is then written in one
@@ -529,30 +591,36 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   const commitPart = (batch: GroupedWrite[]): void => {
     // Deferred: the events lock the incoming file only. Immediate: the end of a turn reads before
     // it writes, and a transaction that read first fails at once if another connection wrote
-    // meanwhile.
+    // meanwhile. The ends of turns write the database file, which a move may be holding.
     const mode = incoming !== undefined && !batch[0]!.main ? 'deferred' : 'immediate';
-    try {
+    const run = mode === 'immediate' ? onDatabaseFile : now;
+    run(() => {
       commitGroup[mode](batch);
       if (incoming !== undefined && deleted !== undefined) incoming.deletedUpTo = deleted;
       commitStaged();
       catchUp();
-      for (const entry of batch) entry.resolve();
-    } catch (error) {
-      beginStaging();
-      // A constraint (a duplicate seq) is one write's fault: each is retried alone. Anything else
-      // (a lock held past the busy timeout, a full disk) would fail each of them again, each after
-      // its own wait, so they all fail now.
-      if (String((error as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) {
-        for (const entry of batch) {
-          write(entry.what, () => {
-            commitOne[mode](entry);
-            commitStaged();
-          }).then(entry.resolve, entry.reject);
+    }).then(
+      () => {
+        for (const entry of batch) entry.resolve();
+      },
+      (error: unknown) => {
+        beginStaging();
+        // A constraint (a duplicate seq) is one write's fault: each is retried alone. Anything
+        // else (a lock held past the busy timeout, a full disk) would fail each of them again,
+        // each after its own wait, so they all fail now.
+        if (String((error as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) {
+          for (const entry of batch) {
+            const alone = run(() => {
+              commitOne[mode](entry);
+              commitStaged();
+            });
+            alone.then(entry.resolve, (failure: unknown) => entry.reject(storeError(entry.what, failure)));
+          }
+        } else {
+          for (const entry of batch) entry.reject(storeError(entry.what, error));
         }
-      } else {
-        for (const entry of batch) write(entry.what, () => { throw error; }).catch(entry.reject);
-      }
-    }
+      },
+    );
   };
   const commitWaiting = (): void => {
     const batch = group;
@@ -581,14 +649,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   };
 
   /** Runs a write, turning SQLite's errors into `StoreError` (domain errors pass through). */
-  const write = <T>(what: string, action: () => T): Promise<T> => {
-    try {
-      return Promise.resolve(action());
-    } catch (error) {
-      if (error instanceof ConflictError || error instanceof UnauthorizedError) return Promise.reject(error);
-      return Promise.reject(new StoreError(`Could not ${what}: ${(error as Error).message}`, error));
-    }
-  };
+  const write = <T>(what: string, action: () => T): Promise<T> => now(action).catch((error: unknown) => Promise.reject(storeError(what, error)));
 
   /** The conversation's last stored seq, wherever it is stored. */
   const lastSeqOf = (conversationId: string): number => {
@@ -612,7 +673,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   return {
     // IMMEDIATE: the transaction reads before it writes, and a deferred one would then fail at
     // once, without waiting, whenever another connection (a turn thread's) wrote in between.
-    beginTurn: (input) => write('start the turn', () => beginTurn.immediate(input)),
+    beginTurn: (input) =>
+      onDatabaseFile(() => beginTurn.immediate(input)).catch((error: unknown) => Promise.reject(storeError('start the turn', error))),
     turnContext: (conversationId, turn): Promise<TurnContext> =>
       write('read the conversation', () => ({
         history: statements.historyBefore.all(conversationId, turn),
@@ -669,6 +731,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       }),
     close: async () => {
       if (group.length > 0 && database.open) flushGroup();
+      while (trying.size > 0) await Promise.all(trying);
       await background?.stop();
       if (!database.open) return;
       // Whatever the background thread left (it failed, or was stopped mid-move).

@@ -422,3 +422,35 @@ it('keeps the events a killed process left in the incoming file, and moves them 
   await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+it('starts and ends turns without putting the event loop to sleep while another connection holds the database file', async () => {
+  const { path, store, dispose } = await turnsOnFile('longrun-yield-', 1, {});
+  // The background thread's moves hold the database file's write lock a few milliseconds at a
+  // time; here another connection holds it for 300 ms, twice. SQLite's own wait would put the
+  // event loop to sleep meanwhile, and the timer that releases the lock could never run.
+  const intruder = new Database(path);
+  let ticks = 0;
+  const ticker = setInterval(() => (ticks += 1), 10);
+  const holdFor300ms = (): void => {
+    intruder.exec('BEGIN IMMEDIATE');
+    setTimeout(() => intruder.exec('COMMIT'), 300);
+  };
+  try {
+    holdFor300ms();
+    await store.endTurn({ event: makeEvent({ conversationId: 'c0', turn: 1, seq: 1, type: 'COMPLETE', createdAt: 2 }), assistantText: 'done' });
+    expect(ticks).toBeGreaterThanOrEqual(5);
+    ticks = 0;
+    holdFor300ms();
+    await expect(store.beginTurn({ conversationId: 'c0', prompt: 'again', now: 3 })).resolves.toBe(2);
+    expect(ticks).toBeGreaterThanOrEqual(5);
+    // Held past the busy timeout (2 s), the write fails as SQLite's own wait would have.
+    intruder.exec('BEGIN IMMEDIATE');
+    await expect(store.beginTurn({ conversationId: 'c1', prompt: 'p', now: 4 })).rejects.toThrow(/Could not start the turn: database is locked/);
+    intruder.exec('COMMIT');
+  } finally {
+    clearInterval(ticker);
+    intruder.close();
+  }
+  expect(await store.getConversation('c0')).toMatchObject({ status: 'RUNNING', lastSeq: 1, turns: [{ status: 'COMPLETE' }, { status: 'RUNNING' }] });
+  await dispose();
+});
