@@ -162,13 +162,12 @@ parentPort.on('message', () => {
  */
 const MOVE_BATCH = 1000;
 
-/** Starts the background thread; `moved` starts at the highest id already moved (0: none). */
-export function startBackground(options: BackgroundOptions, movedAlready: number): Background {
+/** Starts the background thread. */
+export function startBackground(options: BackgroundOptions): Background {
   const written = new Int32Array(new SharedArrayBuffer(4));
   const moved = new BigInt64Array(new SharedArrayBuffer(8));
   // How many of the store's writes to the database file are waiting or running.
   const wanted = new Int32Array(new SharedArrayBuffer(4));
-  moved[0] = BigInt(movedAlready);
   const module = createRequire(import.meta.url).resolve('better-sqlite3');
   let closing = false;
   let worker: Worker;

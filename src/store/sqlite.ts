@@ -297,9 +297,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
             restartPages: options.checkpointRestartPages ?? 4096,
             rows: options.checkpointRows ?? 2000,
             maxIntervalMs: options.checkpointMaxIntervalMs ?? 10_000,
-          },
-          0,
-        );
+          });
 
   const statements = {
     getConversation: database.prepare<[string], ConversationRow>('SELECT * FROM conversations WHERE id = ?'),
