@@ -44,6 +44,20 @@ interface ConversationRow {
 /** The layout `SCHEMA` creates; older files are migrated when opened (`migrate`). */
 const SCHEMA_VERSION = 1;
 
+/** An event's columns after its conversation's key, in the events table as in the incoming file. */
+const EVENT_FIELDS = `
+  seq INTEGER NOT NULL,
+  turn INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  chunk TEXT,
+  error TEXT,
+  error_code TEXT,
+  stop_reason TEXT,
+  input_tokens INTEGER,
+  output_tokens INTEGER,
+  latency_ms INTEGER,
+  created_at REAL NOT NULL`.slice(1);
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS conversations (
   id TEXT PRIMARY KEY,
@@ -78,17 +92,7 @@ CREATE TABLE IF NOT EXISTS conversation_keys (
 );
 CREATE TABLE IF NOT EXISTS events (
   conversation_key INTEGER NOT NULL REFERENCES conversation_keys (key) ON DELETE CASCADE,
-  seq INTEGER NOT NULL,
-  turn INTEGER NOT NULL,
-  type TEXT NOT NULL,
-  chunk TEXT,
-  error TEXT,
-  error_code TEXT,
-  stop_reason TEXT,
-  input_tokens INTEGER,
-  output_tokens INTEGER,
-  latency_ms INTEGER,
-  created_at REAL NOT NULL,
+${EVENT_FIELDS},
   PRIMARY KEY (conversation_key, seq)
 ) WITHOUT ROWID;
 PRAGMA user_version = ${SCHEMA_VERSION};
@@ -199,17 +203,7 @@ const INCOMING_SCHEMA = `
 CREATE TABLE IF NOT EXISTS incoming.events (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   conversation_key INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  turn INTEGER NOT NULL,
-  type TEXT NOT NULL,
-  chunk TEXT,
-  error TEXT,
-  error_code TEXT,
-  stop_reason TEXT,
-  input_tokens INTEGER,
-  output_tokens INTEGER,
-  latency_ms INTEGER,
-  created_at REAL NOT NULL
+${EVENT_FIELDS}
 );
 `;
 
