@@ -230,9 +230,12 @@ it('starts a turn while another connection (a turn thread) holds the write lock 
      database.close();`,
     { eval: true, workerData: { path, module: createRequire(import.meta.url).resolve('better-sqlite3') } },
   );
+  // Listened for now: the store's write waits without blocking the loop, so the thread may have
+  // committed and exited before the turn has started.
+  const exited = new Promise((resolve) => other.once('exit', resolve));
   await new Promise((resolve) => other.once('message', resolve));
   await expect(store.beginTurn({ conversationId: 'c1', prompt: 'second', now: 3 })).resolves.toBe(2);
-  await new Promise((resolve) => other.once('exit', resolve));
+  await exited;
   expect(await store.getConversation('c2')).toMatchObject({ status: 'COMPLETE' });
   await store.close();
   rmSync(dir, { recursive: true, force: true });
