@@ -69,6 +69,13 @@ const Database = require(workerData.module);
 const written = new Int32Array(workerData.written);
 const moved = new BigInt64Array(workerData.moved);
 const wanted = new Int32Array(workerData.wanted);
+// Below the event loop's thread (nice 10, where the system lets a thread lower itself: Linux keeps
+// a nice value per thread): a move or a checkpoint can wait for a quiet moment; the next event of a
+// stream cannot.
+try {
+  const thread = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+  if (Number.isInteger(thread) && thread > 0) require('node:os').setPriority(thread, 10);
+} catch {}
 const database = new Database(workerData.path);
 const schemas = ['main'];
 let move = () => 0;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -455,5 +455,17 @@ it('starts and ends turns without putting the event loop to sleep while another 
     intruder.close();
   }
   expect(await store.getConversation('c0')).toMatchObject({ status: 'RUNNING', lastSeq: 1, turns: [{ status: 'COMPLETE' }, { status: 'RUNNING' }] });
+  await dispose();
+});
+
+it.runIf(process.platform === 'linux')('runs its background thread below the event loop, at nice 10', async () => {
+  const niceOfThreads = (): number[] =>
+    readdirSync('/proc/self/task').map((thread) => Number(readFileSync(`/proc/self/task/${thread}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]));
+  const before = niceOfThreads().filter((nice) => nice === 10).length;
+  const { store, dispose } = await turnsOnFile('longrun-nice-', 1, {});
+  await until(() => niceOfThreads().filter((nice) => nice === 10).length > before, 'a thread runs at nice 10');
+  // The event loop's own thread keeps its priority.
+  expect(Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')[16])).toBe(0);
+  await store.appendEvents([makeEvent({ conversationId: 'c0', turn: 1, seq: 1, type: 'CHUNK', chunk: 'x', createdAt: 1 })]);
   await dispose();
 });
