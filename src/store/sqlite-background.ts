@@ -11,6 +11,8 @@ export interface BackgroundOptions {
   path: string;
   /** The incoming file whose events the thread moves into the database file; none: it only checkpoints. */
   incomingPath?: string;
+  /** The columns of an event row, in the events table as in the incoming file. */
+  eventColumns: string;
   /** How often the thread moves the events that came in since it last did (ms). */
   moveIntervalMs: number;
   /** How often the thread looks at how much was written (ms). */
@@ -82,7 +84,7 @@ let move = () => 0;
 if (workerData.incomingPath !== undefined) {
   database.prepare('ATTACH DATABASE ? AS incoming').run(workerData.incomingPath);
   schemas.push('incoming');
-  const columns = 'conversation_key, seq, turn, type, chunk, error, error_code, stop_reason, input_tokens, output_tokens, latency_ms, created_at';
+  const columns = workerData.eventColumns;
   const newest = database.prepare('SELECT MAX(id) FROM incoming.events').pluck().safeIntegers();
   const select = database.prepare('SELECT ' + columns + ' FROM incoming.events WHERE id > ? AND id <= ? ORDER BY conversation_key, seq').raw();
   const insert = database.prepare(

@@ -286,6 +286,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
           {
             path: options.path,
             incomingPath,
+            eventColumns: EVENT_COLUMNS,
             moveIntervalMs: options.moveIntervalMs ?? 1000,
             intervalMs: options.checkpointIntervalMs ?? 100,
             restartPages: options.checkpointRestartPages ?? 4096,
@@ -488,8 +489,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   // transaction (a few milliseconds): tried without waiting, then again every millisecond, up to
   // the busy timeout (2 s), with the thread asked to stand aside after its current transaction.
   // SQLite's own wait would put the whole event loop to sleep meanwhile, in steps of 1, 2, 5, 10
-  // and 15 ms, and every stream with it. Without an incoming file, SQLite's wait as before.
-  // The writes still trying, which closing waits for.
+  // and 15 ms, and every stream with it. Without an incoming file, SQLite's wait as before. The
+  // writes still trying are kept in `trying`, which closing waits for.
   const trying = new Set<Promise<unknown>>();
   const onDatabaseFile = <T>(action: () => T): Promise<T> => {
     if (incoming === undefined || background === undefined) return now(action);
