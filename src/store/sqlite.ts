@@ -411,8 +411,11 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     if (state === undefined) {
       const key = statements.conversationKey.get(conversationId)?.key;
       if (key === undefined) return undefined;
-      const waitingSeq = incoming?.waiting.get(conversationId)?.lastSeq ?? 0;
-      state = { key, lastSeq: Math.max(statements.lastSeqOfKey.get(key)?.seq ?? 0, waitingSeq) };
+      // The last seq serves the incoming file's order check only; the events table's key does it
+      // without one.
+      const lastSeq =
+        incoming === undefined ? 0 : Math.max(statements.lastSeqOfKey.get(key)?.seq ?? 0, incoming.waiting.get(conversationId)?.lastSeq ?? 0);
+      state = { key, lastSeq };
       running.set(conversationId, state);
     }
     return state;
