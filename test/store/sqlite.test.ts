@@ -82,7 +82,14 @@ async function turnsOnFile(folder: string, count: number, options: Omit<SqliteSt
 }
 
 it('keeps the write-ahead log small under writes that hardly pause', async () => {
-  const { path, store, append, dispose } = await turnsOnFile('longrun-wal-', 400, { checkpointIntervalMs: 10, checkpointRows: 100, checkpointRestartPages: 256 });
+  // Inserted straight into the events table (as turn threads write, and as the background thread
+  // moves), where each conversation's events land on pages of their own.
+  const { path, store, append, dispose } = await turnsOnFile('longrun-wal-', 400, {
+    incoming: false,
+    checkpointIntervalMs: 10,
+    checkpointRows: 100,
+    checkpointRestartPages: 256,
+  });
   // The checkpointer is at work once it has copied a first round into the database file.
   await append(1);
   const deadline = Date.now() + 10_000;
@@ -103,7 +110,13 @@ it('keeps the write-ahead log small under writes that hardly pause', async () =>
 });
 
 it('keeps writing while another connection holds an old snapshot that stops the log from starting over', async () => {
-  const { path, store, append, dispose } = await turnsOnFile('longrun-wal-reader-', 100, { checkpointIntervalMs: 10, checkpointRows: 10, checkpointRestartPages: 16 });
+  // Written straight into the database file, whose log the reader holds.
+  const { path, store, append, dispose } = await turnsOnFile('longrun-wal-reader-', 100, {
+    incoming: false,
+    checkpointIntervalMs: 10,
+    checkpointRows: 10,
+    checkpointRestartPages: 16,
+  });
   await append(1);
   // A reader (another process, a backup) keeps a read transaction open: the log cannot start over
   // while it lasts, and a RESTART checkpoint that waits for it holds every writer back meanwhile.
