@@ -132,18 +132,16 @@ export async function runInvocation(invocation: InvocationEvent, deps: WorkerDep
         topP: invocation.topP,
         signal: modelAbort.signal,
       });
-      for await (const part of withStallTimeout(stream, options.stallTimeoutMs, modelAbort.signal, () => abort('stall'))) {
+      await consumeStream(stream, options.stallTimeoutMs, modelAbort.signal, () => abort('stall'), (part) => {
         deps.onPart?.(part, clock() - startedAt);
         if (part.type === 'text-delta') {
           coalescer.push(part.delta);
-        } else if (part.type === 'finish') {
-          finish = part;
-          break;
-        } else {
-          failure = part;
-          break;
+          return false;
         }
-      }
+        if (part.type === 'finish') finish = part;
+        else failure = part;
+        return true;
+      });
     }
   } catch (error) {
     if (!modelAbort.signal.aborted) {
@@ -316,59 +314,90 @@ function toAbortReason(reason: unknown): AbortReason {
 }
 
 /**
- * Yields the stream's parts; when nothing arrives for `stallMs`, calls `onStall` (which aborts the
- * model) and ends. Also ends as soon as `signal` aborts, even if the provider does not.
+ * Reads the stream, handing each part to `onPart`, until `onPart` returns true (it wants no more
+ * parts), the stream ends, nothing arrives for `stallMs` (then it calls `onStall`, which aborts the
+ * model), or `signal` aborts, even if the provider does not. Resolves then; rejects when the
+ * provider throws (or `onPart` does). Parts that arrive after it stopped are ignored. At the end it
+ * ends the provider's iterator without waiting for a hung provider.
  *
- * Built for thousands of parts a second: one timer serves the whole stream (re-armed only when it
- * fires early), and each wait races `next()` against a settle function that is replaced per part,
- * so nothing accumulates on a long-lived promise over a long turn.
+ * Built for thousands of parts a second: it drives the provider's iterator itself, so a part costs
+ * the provider's `next()` and one reaction on its promise (no wrapper promise or generator of its
+ * own); one timer serves the whole stream (re-armed only when it fires early); and a stall or an
+ * abort settles it directly, so nothing accumulates on a long-lived promise over a long turn.
  */
-async function* withStallTimeout(
+function consumeStream(
   stream: AsyncIterable<StreamPart>,
   stallMs: number,
   signal: AbortSignal,
   onStall: () => void,
-): AsyncGenerator<StreamPart> {
-  const iterator = stream[Symbol.asyncIterator]();
-  let lastProgress = performance.now();
-  let stopped: 'stalled' | 'aborted' | undefined;
-  let settle: ((why: 'stalled' | 'aborted') => void) | undefined;
-  const stop = (why: 'stalled' | 'aborted'): void => {
-    stopped ??= why;
-    settle?.(stopped);
-  };
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const watch = (): void => {
-    const idle = performance.now() - lastProgress;
-    if (idle >= stallMs) stop('stalled');
-    else timer = setTimeout(watch, stallMs - idle);
-  };
-  const onAbort = (): void => stop('aborted');
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
-  timer = setTimeout(watch, stallMs);
-  try {
-    while (stopped === undefined) {
-      const next = await new Promise<IteratorResult<StreamPart> | 'stalled' | 'aborted'>((resolve, reject) => {
-        settle = resolve;
-        iterator.next().then(resolve, reject);
-      });
-      settle = undefined;
-      if (next === 'stalled') {
-        onStall();
+  onPart: (part: StreamPart) => boolean,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const iterator = stream[Symbol.asyncIterator]();
+    let ended = false;
+    let lastProgress = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const end = (how: 'done' | 'stalled' | { error: unknown }): void => {
+      if (ended) return;
+      ended = true;
+      if (how === 'stalled') {
+        try {
+          onStall();
+        } catch (error) {
+          how = { error };
+        }
+      }
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      try {
+        // Ends the provider's generator (and so its HTTP stream) without waiting for a hung provider.
+        void iterator.return?.()?.catch(() => undefined);
+      } catch (error) {
+        if (typeof how !== 'object') how = { error };
+      }
+      if (typeof how === 'object') reject(how.error);
+      else resolve();
+    };
+    const onAbort = (): void => end('done');
+    const watch = (): void => {
+      const idle = performance.now() - lastProgress;
+      if (idle >= stallMs) end('stalled');
+      else timer = setTimeout(watch, stallMs - idle);
+    };
+    const onError = (error: unknown): void => end({ error });
+    const onResult = (result: IteratorResult<StreamPart>): void => {
+      if (ended) return;
+      let wantsMore: boolean;
+      try {
+        if (result.done) {
+          wantsMore = false;
+        } else {
+          lastProgress = performance.now();
+          wantsMore = !onPart(result.value);
+        }
+      } catch (error) {
+        end({ error });
         return;
       }
-      if (next === 'aborted' || next.done) return;
-      lastProgress = performance.now();
-      yield next.value;
+      if (!wantsMore) end('done');
+      // `onPart` may have ended the stream already (an abort it caused).
+      else if (!ended) pull();
+    };
+    const pull = (): void => {
+      try {
+        iterator.next().then(onResult, onError);
+      } catch (error) {
+        end({ error });
+      }
+    };
+    if (signal.aborted) {
+      end('done');
+      return;
     }
-    if (stopped === 'stalled') onStall();
-  } finally {
-    clearTimeout(timer);
-    signal.removeEventListener('abort', onAbort);
-    // Ends the provider's generator (and so its HTTP stream) without waiting for a hung provider.
-    void iterator.return?.()?.catch(() => undefined);
-  }
+    signal.addEventListener('abort', onAbort, { once: true });
+    timer = setTimeout(watch, stallMs);
+    pull();
+  });
 }
 
 export type { Usage };
