@@ -70,6 +70,8 @@ describe.each(TURN_PLACES)('$name', (place) => {
       const after = await scrape();
       const delta = (series: string): number => after.value(series) - before.value(series);
       expect(delta('longrun_tokens_total')).toBe(57);
+      // Tokens are added to the counter when it is scraped: a second scrape must not add them again.
+      expect((await scrape()).value('longrun_tokens_total')).toBe(after.value('longrun_tokens_total'));
       expect(delta('longrun_events_published_total{type="CHUNK"}')).toBe(chunks);
       expect(delta('longrun_events_published_total{type="COMPLETE"}')).toBe(1);
       expect(delta('longrun_delivery_lag_seconds_count')).toBe(chunks + 1);
