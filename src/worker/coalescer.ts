@@ -39,7 +39,15 @@ export const BURST_SLOTS = 4;
 
 export class Coalescer {
   private buffer: string[] = [];
-  private bufferedBytes = 0;
+  /**
+   * The buffered UTF-8 bytes, counted lazily: `Buffer.byteLength` per delta is a cost at tens of
+   * thousands of deltas a second, and a UTF-16 string of length n is at most 3n UTF-8 bytes, so
+   * deltas are counted exactly only once that bound reaches `flushBytes`. The first
+   * `countedDeltas` deltas of the buffer hold `countedBytes`; the rest hold at most `uncountedBound`.
+   */
+  private countedDeltas = 0;
+  private countedBytes = 0;
+  private uncountedBound = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** The next chunk's slot (performance.now()); -Infinity before the first chunk. */
   private nextSlot = Number.NEGATIVE_INFINITY;
@@ -57,10 +65,12 @@ export class Coalescer {
   push(delta: string): void {
     if (delta.length === 0) return;
     this.buffer.push(delta);
-    this.bufferedBytes += Buffer.byteLength(delta, 'utf8');
-    if (this.timer !== undefined && this.bufferedBytes < this.options.flushBytes) return;
+    this.uncountedBound += 3 * delta.length;
+    const { flushBytes } = this.options;
+    const full = this.countedBytes + this.uncountedBound >= flushBytes && this.countBytes() >= flushBytes;
+    if (this.timer !== undefined && !full) return;
     const wait = this.nextSlot - (this.options.burst ?? BURST_SLOTS) * this.options.flushMs - performance.now();
-    if (this.bufferedBytes >= this.options.flushBytes) this.flushNow();
+    if (full) this.flushNow();
     else if (wait <= 0) this.flushWhenFree();
     else this.timer = setTimeout(() => this.flushWhenFree(), wait);
   }
@@ -84,6 +94,15 @@ export class Coalescer {
     this.timer = undefined;
   }
 
+  /** Counts the deltas not counted yet; returns the exact UTF-8 bytes buffered. */
+  private countBytes(): number {
+    for (; this.countedDeltas < this.buffer.length; this.countedDeltas += 1) {
+      this.countedBytes += Buffer.byteLength(this.buffer[this.countedDeltas]!, 'utf8');
+    }
+    this.uncountedBound = 0;
+    return this.countedBytes;
+  }
+
   /** Flushes now, or once the chunk in flight is done. */
   private flushWhenFree(): void {
     this.dispose();
@@ -97,7 +116,9 @@ export class Coalescer {
     this.nextSlot = Math.max(this.nextSlot, performance.now()) + this.options.flushMs;
     const text = this.buffer.join('');
     this.buffer = [];
-    this.bufferedBytes = 0;
+    this.countedDeltas = 0;
+    this.countedBytes = 0;
+    this.uncountedBound = 0;
     this.inFlight += 1;
     this.pending = this.pending.then(async () => {
       try {
