@@ -26,8 +26,6 @@ export interface BackgroundOptions {
 }
 
 export interface Background {
-  /** Where the thread publishes `moved()` (a BigInt64), for the appender thread. */
-  readonly movedBuffer: SharedArrayBuffer;
   /** Counts rows committed on the store's own connection. */
   wrote(rows: number): void;
   /** The highest id of the incoming file whose event is known to be in the database file. */
@@ -63,8 +61,8 @@ export interface Background {
 // inserted in transactions of a thousand rows, where a turn's twenty events share one page.
 // An insert of a row that is already there (a move cut short by a crash, then done again) is
 // ignored; a row whose conversation was deleted is dropped. The thread then publishes the highest
-// id it moved, and the appender thread (src/store/sqlite-appender.ts) deletes from the incoming
-// file up to it: only the appender writes that file, so its appends never wait for this thread.
+// id it moved, and the store deletes from the incoming file up to it: only the store writes that
+// file, so its appends never wait for the thread.
 //
 // It is CommonJS because `eval` workers are.
 const SOURCE = `
@@ -186,8 +184,6 @@ export function startBackground(options: BackgroundOptions): Background {
   const start = (): void => {
     worker = new Worker(SOURCE, {
       eval: true,
-      // Not the process's own options: \`--input-type=module\` would make this source a module.
-      execArgv: [],
       workerData: { ...options, written: written.buffer, moved: moved.buffer, wanted: wanted.buffer, moveBatch: MOVE_BATCH, module },
     });
     // Not holding the process open on its own: the store's close() ends it.
@@ -202,7 +198,6 @@ export function startBackground(options: BackgroundOptions): Background {
   };
   start();
   return {
-    movedBuffer: moved.buffer as SharedArrayBuffer,
     // Wraps around after 2^32 rows; the thread compares differences, so that is harmless.
     wrote: (rows) => void Atomics.add(written, 0, rows),
     moved: () => Number(Atomics.load(moved, 0)),

@@ -1,21 +1,18 @@
 /**
  * The SQLite store (better-sqlite3, WAL): the local deployment's storage. One file holds
  * conversations, turns, messages and events; `:memory:` gives a throw-away store. Events are first
- * appended to a second file beside it (`<path>-incoming`, see `INCOMING_SCHEMA`) by a thread of
- * their own (src/store/sqlite-appender.ts), and a background thread moves them into the first
- * about once a second; reads look in both.
+ * appended to a second file beside it (`<path>-incoming`, see `INCOMING_SCHEMA`), and a background
+ * thread moves them into the first about once a second; reads look in both.
  *
- * better-sqlite3 is synchronous. The rest of the writes (turns starting and ending) and every read
- * run on the event loop: they take microseconds in WAL mode, and come once per turn or per resume.
- * `synchronous = NORMAL` keeps every committed write across a process crash (`kill -9`); only a
- * power loss may drop the last transactions.
+ * better-sqlite3 is synchronous; a write takes microseconds in WAL mode, less than handing it to a
+ * thread would cost. `synchronous = NORMAL` keeps every committed write across a process crash
+ * (`kill -9`); only a power loss may drop the last transactions.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Conversation, ConversationEvent, Message, Turn, TurnStatus } from '../domain.js';
 import { ConflictError, StoreError, UnauthorizedError } from '../errors.js';
-import { startAppender } from './sqlite-appender.js';
 import { startBackground } from './sqlite-background.js';
 import type { BeginTurnInput, RunningTurn, Store, TurnContext } from './types.js';
 
@@ -366,20 +363,15 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     return turn;
   });
 
-  // The incoming file (see `moveIncoming`), which the appender thread writes: reads here.
+  // The incoming file (see `moveIncoming`): appends, and deletes behind the background thread.
   const incoming =
-    incomingPath === undefined || background === undefined
+    incomingPath === undefined
       ? undefined
       : {
-          appender: startAppender({
-            path: incomingPath,
-            eventColumns: EVENT_COLUMNS,
-            moved: background.movedBuffer,
-            busyTimeoutMs: BUSY_TIMEOUT_MS,
-            deleteLimit: DELETE_LIMIT,
-          }),
-          // Starts the read transaction of a read of both files on the incoming file (see `listEvents`).
-          touch: database.prepare('SELECT 1 FROM incoming.events LIMIT 1'),
+          insert: database.prepare(`INSERT INTO incoming.events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+          deleteMoved: database.prepare<[number, number]>(
+            'DELETE FROM incoming.events WHERE id IN (SELECT id FROM incoming.events WHERE id <= ? ORDER BY id LIMIT ?)',
+          ),
           // Reads of a conversation that has events there that may not be moved yet: both files.
           listEvents: database.prepare<[number, number, number, number, number], Omit<EventRow, 'conversation_id'>>(
             `SELECT ${EVENT_COLUMNS.replace('conversation_key, ', '')} FROM (
@@ -393,6 +385,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
           waiting: new Map<string, { lastSeq: number; lastId: number }>(),
           // How far the background thread had moved when `waiting` was last swept.
           sweptAt: 0,
+          // Every row up to this id is deleted from the incoming file.
+          deletedUpTo: 0,
         };
   /** Forgets the conversations whose events the background thread has all moved into the database file. */
   const catchUp = (): void => {
@@ -403,15 +397,13 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     for (const [conversationId, waiting] of incoming.waiting) if (waiting.lastId <= moved) incoming.waiting.delete(conversationId);
   };
 
-  // The writes of running turns: their events, then their end.
+  // The writes of running turns: their events, then their end. Each is a list of statements run
+  // in one transaction, alone or with others (below).
   // The integer key of each conversation with a running turn, so that an insert does not look it
-  // up, and the last seq handed to the store. Dropped when the turn ends, so it holds the running
-  // turns only.
+  // up, and the last seq it stored. Dropped when the turn ends, so it holds the running turns only.
   interface RunningState {
     key: number;
     lastSeq: number;
-    /** The conversation was deleted: events of it still being appended do not count as waiting. */
-    deleted?: boolean;
   }
   const running = new Map<string, RunningState>();
   const stateOf = (conversationId: string): RunningState | undefined => {
@@ -428,24 +420,53 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     }
     return state;
   };
+  // The events of the transaction in progress, and the last seq each conversation reaches in it:
+  // they count as waiting in the incoming file, and as the conversations' last seqs, once it commits.
+  let staged: Array<{ id: number; event: ConversationEvent; state: RunningState }> = [];
+  const stagedLast = new Map<RunningState, number>();
+  const beginStaging = (): void => {
+    staged = [];
+    stagedLast.clear();
+  };
+  const commitStaged = (): void => {
+    for (const { id, event, state } of staged) {
+      const waiting = incoming!.waiting.get(event.conversationId);
+      if (waiting === undefined) incoming!.waiting.set(event.conversationId, { lastSeq: event.seq, lastId: id });
+      else {
+        waiting.lastSeq = event.seq;
+        waiting.lastId = id;
+      }
+      state.lastSeq = event.seq;
+    }
+    beginStaging();
+  };
   /**
-   * The conversation's running state, checking that `event` comes after every event it stored or
-   * is storing: without an index, the incoming file cannot refuse a duplicate seq as the events
-   * table does.
+   * The conversation's running state, checking that `event` comes after every event it stored:
+   * without an index, the incoming file cannot refuse a duplicate seq as the events table does.
    */
   const checkedState = (event: ConversationEvent): RunningState => {
     const state = stateOf(event.conversationId);
     if (state === undefined) throw constraintError(`conversation ${event.conversationId} does not exist`);
-    if (event.seq <= state.lastSeq) {
-      throw constraintError(`event ${event.seq} of conversation ${event.conversationId} does not come after its last stored event (${state.lastSeq})`);
+    const last = stagedLast.get(state) ?? state.lastSeq;
+    if (event.seq <= last) {
+      throw constraintError(`event ${event.seq} of conversation ${event.conversationId} does not come after its last stored event (${last})`);
     }
+    stagedLast.set(state, event.seq);
     return state;
   };
   // A conversation that does not exist gets no key: the insert then fails on the foreign key, as
   // one write's fault.
   const keyOf = (conversationId: string): number => stateOf(conversationId)?.key ?? 0;
   const insertEvents = (events: ConversationEvent[]): void => {
-    for (const event of events) statements.insertEvent.run(toRow(event, keyOf(event.conversationId)));
+    if (incoming === undefined) {
+      for (const event of events) statements.insertEvent.run(toRow(event, keyOf(event.conversationId)));
+      return;
+    }
+    for (const event of events) {
+      const state = checkedState(event);
+      const { lastInsertRowid } = incoming.insert.run(toRow(event, state.key));
+      staged.push({ id: Number(lastInsertRowid), event, state });
+    }
   };
   const finishTurn = (event: ConversationEvent, assistantText: string): void => {
     // The terminal event goes to the database file with the turn's status, in one transaction,
@@ -474,47 +495,42 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   // and 15 ms, and every stream with it. Without an incoming file, SQLite's wait as before. The
   // writes still trying are kept in `trying`, which closing waits for.
   const trying = new Set<Promise<unknown>>();
-  /** Adds `written` to `trying` until it settles. */
-  const track = <T>(written: Promise<T>): Promise<T> => {
+  const onDatabaseFile = <T>(action: () => T): Promise<T> => {
+    if (incoming === undefined || background === undefined) return now(action);
+    const thread = background;
+    thread.yieldLock(true);
+    const giveUpAt = performance.now() + BUSY_TIMEOUT_MS;
+    const written = new Promise<T>((resolve, reject) => {
+      const attempt = (): void => {
+        if (!database.open) {
+          thread.yieldLock(false);
+          reject(new Error('the store is closed'));
+          return;
+        }
+        database.pragma('busy_timeout = 0');
+        try {
+          const result = action();
+          thread.yieldLock(false);
+          resolve(result);
+        } catch (error) {
+          if (String((error as { code?: unknown }).code).startsWith('SQLITE_BUSY') && performance.now() < giveUpAt) {
+            setTimeout(attempt, 1);
+            return;
+          }
+          thread.yieldLock(false);
+          reject(error);
+        } finally {
+          database.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        }
+      };
+      attempt();
+    });
     const settled: Promise<unknown> = written.then(
       (): boolean => trying.delete(settled),
       (): boolean => trying.delete(settled),
     );
     trying.add(settled);
     return written;
-  };
-  const onDatabaseFile = <T>(action: () => T): Promise<T> => {
-    if (incoming === undefined || background === undefined) return now(action);
-    const thread = background;
-    thread.yieldLock(true);
-    const giveUpAt = performance.now() + BUSY_TIMEOUT_MS;
-    return track(
-      new Promise<T>((resolve, reject) => {
-        const attempt = (): void => {
-          if (!database.open) {
-            thread.yieldLock(false);
-            reject(new Error('the store is closed'));
-            return;
-          }
-          database.pragma('busy_timeout = 0');
-          try {
-            const result = action();
-            thread.yieldLock(false);
-            resolve(result);
-          } catch (error) {
-            if (String((error as { code?: unknown }).code).startsWith('SQLITE_BUSY') && performance.now() < giveUpAt) {
-              setTimeout(attempt, 1);
-              return;
-            }
-            thread.yieldLock(false);
-            reject(error);
-          } finally {
-            database.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-          }
-        };
-        attempt();
-      }),
-    );
   };
 
   // Group commit: a write opens a group, or joins the open one, which collects whatever turns hand
@@ -525,9 +541,9 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   // GROUP_LIMIT writes instead of one per write: events as well as the ends of turns, which under
   // load come in bursts (turns started together end together). (A first write committed on its
   // own, as before, cost a second transaction per loop turn under load.)
-  // With an incoming file, events are grouped the same way and handed to the appender thread,
-  // which commits each group in one transaction of its own (`appendToIncoming`); the ends of turns
-  // are grouped here, on the database file.
+  // With an incoming file, a group is two transactions: the events, on the incoming file alone
+  // (deferred, so that it never waits for the background thread's moves into the database file),
+  // then the ends of turns, on the database file.
   // If a group fails on a constraint, each write is retried on its own, so a bad write fails only
   // its caller and leaves the others stored.
   interface GroupedWrite {
@@ -535,41 +551,66 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     /** Rows it writes, for the checkpointer. */
     rows: number;
     what: string;
+    /** It writes the database file (the end of a turn), not only the incoming file. */
+    main: boolean;
     resolve: () => void;
     reject: (error: unknown) => void;
   }
   let group: GroupedWrite[] = [];
   let groupOpen = false;
   const commitOne = database.transaction((entry: Pick<GroupedWrite, 'run' | 'rows'>) => {
+    beginStaging();
     entry.run();
     background?.wrote(entry.rows);
   });
   const commitGroup = database.transaction((batch: GroupedWrite[]) => {
+    beginStaging();
     let rows = 0;
     for (const entry of batch) {
       entry.run();
       rows += entry.rows;
     }
+    // Behind the background thread, a few rows at a time, from the other end of the same pages.
+    deleted = undefined;
+    if (incoming !== undefined && background !== undefined && !batch[0]!.main) {
+      const moved = background.moved();
+      if (moved > incoming.deletedUpTo) {
+        const { changes } = incoming.deleteMoved.run(moved, DELETE_LIMIT);
+        rows += changes;
+        if (changes < DELETE_LIMIT) deleted = moved;
+      }
+    }
     background?.wrote(rows);
   });
-  const commitWaiting = (): void => {
-    const batch = group;
-    group = [];
-    groupOpen = false;
-    if (batch.length === 0) return;
-    // Immediate: the end of a turn reads before it writes, and a transaction that read first fails
-    // at once if another connection wrote meanwhile.
-    onDatabaseFile(() => commitGroup.immediate(batch)).then(
+  // Set by a commit of events that deleted every moved row.
+  let deleted: number | undefined;
+  const commitPart = (batch: GroupedWrite[]): void => {
+    // Deferred: the events lock the incoming file only. Immediate: the end of a turn reads before
+    // it writes, and a transaction that read first fails at once if another connection wrote
+    // meanwhile. The ends of turns write the database file, which a move may be holding.
+    const mode = incoming !== undefined && !batch[0]!.main ? 'deferred' : 'immediate';
+    const run = mode === 'immediate' ? onDatabaseFile : now;
+    run(() => {
+      commitGroup[mode](batch);
+      if (incoming !== undefined && deleted !== undefined) incoming.deletedUpTo = deleted;
+      commitStaged();
+      catchUp();
+    }).then(
       () => {
         for (const entry of batch) entry.resolve();
       },
       (error: unknown) => {
+        beginStaging();
         // A constraint (a duplicate seq) is one write's fault: each is retried alone. Anything
         // else (a lock held past the busy timeout, a full disk) would fail each of them again,
         // each after its own wait, so they all fail now.
         if (String((error as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) {
           for (const entry of batch) {
-            onDatabaseFile(() => commitOne.immediate(entry)).then(entry.resolve, (failure: unknown) => entry.reject(storeError(entry.what, failure)));
+            const alone = run(() => {
+              commitOne[mode](entry);
+              commitStaged();
+            });
+            alone.then(entry.resolve, (failure: unknown) => entry.reject(storeError(entry.what, failure)));
           }
         } else {
           for (const entry of batch) entry.reject(storeError(entry.what, error));
@@ -577,86 +618,30 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       },
     );
   };
-  const grouped = (what: string, rows: number, run: () => void): Promise<void> => {
+  const commitWaiting = (): void => {
+    const batch = group;
+    group = [];
+    if (batch.length === 0) return;
+    if (incoming === undefined) return commitPart(batch);
+    const appends = batch.filter((entry) => !entry.main);
+    const ends = batch.filter((entry) => entry.main);
+    if (appends.length > 0) commitPart(appends);
+    if (ends.length > 0) commitPart(ends);
+  };
+  const flushGroup = (): void => {
+    groupOpen = false;
+    commitWaiting();
+  };
+  const grouped = (what: string, rows: number, main: boolean, run: () => void): Promise<void> => {
     if (!groupOpen) {
       groupOpen = true;
-      setImmediate(commitWaiting);
+      setImmediate(flushGroup);
     }
-    const written = new Promise<void>((resolve, reject) => void group.push({ run, rows, what, resolve, reject }));
+    const written = new Promise<void>((resolve, reject) => void group.push({ run, rows, what, main, resolve, reject }));
     // A full group is written now: under load a loop turn is long, and the writes that arrived
     // early in it would otherwise wait for all that came after them.
     if (group.length >= GROUP_LIMIT) commitWaiting();
     return written;
-  };
-
-  // Events for the incoming file, grouped as above: the values of their rows one after the other,
-  // and what to do once the appender thread has committed them. The order check runs here, when a
-  // write is handed over, against the last seq handed over; a group that fails gives its writes'
-  // last seqs back.
-  interface Appending {
-    values: unknown[];
-    count: number;
-    writes: Array<{ events: ConversationEvent[]; states: RunningState[]; before: number[]; resolve: () => void; reject: (error: unknown) => void }>;
-  }
-  let appending: Appending | undefined;
-  const appendToIncoming = (events: ConversationEvent[]): Promise<void> => {
-    const states: RunningState[] = [];
-    const before: number[] = [];
-    try {
-      for (const event of events) {
-        const state = checkedState(event);
-        states.push(state);
-        before.push(state.lastSeq);
-        state.lastSeq = event.seq;
-      }
-    } catch (error) {
-      for (let index = states.length - 1; index >= 0; index -= 1) states[index]!.lastSeq = before[index]!;
-      return Promise.reject(storeError('store the events', error));
-    }
-    if (appending === undefined) {
-      appending = { values: [], count: 0, writes: [] };
-      setImmediate(handOver);
-    }
-    const batch = appending;
-    for (let index = 0; index < events.length; index += 1) batch.values.push(...toRow(events[index]!, states[index]!.key));
-    batch.count += events.length;
-    const written = new Promise<void>((resolve, reject) => void batch.writes.push({ events, states, before, resolve, reject }));
-    if (batch.writes.length >= GROUP_LIMIT) handOver();
-    return track(written);
-  };
-  const handOver = (): void => {
-    const batch = appending;
-    appending = undefined;
-    if (batch === undefined || incoming === undefined) return;
-    const { waiting } = incoming;
-    incoming.appender.append(batch.values, batch.count).then(
-      (lastId) => {
-        background?.wrote(batch.count);
-        for (const write of batch.writes) {
-          // The group's last id bounds each of its events' ids: the conversation stops waiting once
-          // the background thread has moved that far.
-          for (let index = 0; index < write.events.length; index += 1) {
-            const event = write.events[index]!;
-            if (write.states[index]!.deleted) continue;
-            const entry = waiting.get(event.conversationId);
-            if (entry === undefined) waiting.set(event.conversationId, { lastSeq: event.seq, lastId });
-            else {
-              entry.lastSeq = event.seq;
-              entry.lastId = lastId;
-            }
-          }
-          write.resolve();
-        }
-        catchUp();
-      },
-      (error: unknown) => {
-        for (let which = batch.writes.length - 1; which >= 0; which -= 1) {
-          const write = batch.writes[which]!;
-          for (let index = write.states.length - 1; index >= 0; index -= 1) write.states[index]!.lastSeq = write.before[index]!;
-          write.reject(storeError('store the events', error));
-        }
-      },
-    );
   };
 
   /** Runs a write, turning SQLite's errors into `StoreError` (domain errors pass through). */
@@ -672,20 +657,14 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     if (incoming === undefined || !incoming.waiting.has(conversationId)) {
       return statements.listEvents.all(conversationId, afterSeq, limit).map(fromRow);
     }
+    // Both files, in one statement: only this connection deletes from the incoming file, and only
+    // what is already in the database file, so no event falls between the two. An event moved
+    // but not yet deleted is in both, the same row twice, which UNION keeps once. The incoming
+    // file has no index but its ids: this scans it, which holds about a second of events.
     const key = statements.conversationKey.get(conversationId)?.key;
     if (key === undefined) return [];
-    return readBothFiles(key, afterSeq, limit).map((row) => fromRow({ ...row, conversation_id: conversationId }));
+    return incoming.listEvents.all(key, afterSeq, key, afterSeq, limit).map((row) => fromRow({ ...row, conversation_id: conversationId }));
   };
-  // Both files, in one read transaction that looks at the incoming file first. The appender
-  // thread deletes from it only what the background thread has already moved into the database
-  // file, so an event gone from the incoming file's snapshot is in the database file's, which is
-  // taken after it. (In one statement, SQLite would take the database file's first.) An event moved
-  // but not yet deleted is in both, the same row twice, which UNION keeps once. The incoming file
-  // has no index but its ids: this scans it, which holds about a second of events.
-  const readBothFiles = database.transaction((key: number, afterSeq: number, limit: number) => {
-    incoming!.touch.get();
-    return incoming!.listEvents.all(key, afterSeq, key, afterSeq, limit);
-  });
 
   return {
     // IMMEDIATE: the transaction reads before it writes, and a deferred one would then fail at
@@ -697,9 +676,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
         history: statements.historyBefore.all(conversationId, turn),
         lastSeq: lastSeqOf(conversationId),
       })),
-    appendEvents: (events) =>
-      incoming === undefined ? grouped('store the events', events.length, () => insertEvents(events)) : appendToIncoming(events),
-    endTurn: ({ event, assistantText }) => grouped('end the turn', 4, () => finishTurn(event, assistantText)),
+    appendEvents: (events) => grouped('store the events', events.length, false, () => insertEvents(events)),
+    endTurn: ({ event, assistantText }) => grouped('end the turn', 4, true, () => finishTurn(event, assistantText)),
     getConversation: (conversationId) =>
       write('read the conversation', (): Conversation | null => {
         const row = statements.getConversation.get(conversationId);
@@ -737,8 +715,6 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       ),
     deleteConversation: (conversationId) =>
       write('delete the conversation', () => {
-        const state = running.get(conversationId);
-        if (state !== undefined) state.deleted = true;
         running.delete(conversationId);
         // Its events still in the incoming file are dropped by the move, which finds no conversation.
         incoming?.waiting.delete(conversationId);
@@ -750,10 +726,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
         return statements.pruneConversations.run(updatedBefore).changes;
       }),
     close: async () => {
-      if (group.length > 0 && database.open) commitWaiting();
-      handOver();
+      if (group.length > 0 && database.open) flushGroup();
       while (trying.size > 0) await Promise.all(trying);
-      await incoming?.appender.stop();
       await background?.stop();
       if (!database.open) return;
       // Whatever the background thread left (it failed, or was stopped mid-move).
