@@ -184,6 +184,9 @@ export function startBackground(options: BackgroundOptions): Background {
   const start = (): void => {
     worker = new Worker(SOURCE, {
       eval: true,
+      // Not the process's own options: under \`--input-type=module\` this source would be a module,
+      // where \`require\` does not exist.
+      execArgv: [],
       workerData: { ...options, written: written.buffer, moved: moved.buffer, wanted: wanted.buffer, moveBatch: MOVE_BATCH, module },
     });
     // Not holding the process open on its own: the store's close() ends it.

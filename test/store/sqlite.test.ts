@@ -482,3 +482,40 @@ it.runIf(process.platform === 'linux')('runs its background thread below the eve
   await store.appendEvents([makeEvent({ conversationId: 'c0', turn: 1, seq: 1, type: 'CHUNK', chunk: 'x', createdAt: 1 })]);
   await dispose();
 });
+
+it('runs its background thread in a process started as an ES module (--input-type=module)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longrun-module-process-'));
+  const path = join(dir, 'db.sqlite');
+  // The thread's source is CommonJS; started with the process's own options, it failed to load
+  // there, and nothing was moved until the store closed.
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `const { createSqliteStore } = await import(${JSON.stringify(fileURLToPath(new URL('../../src/store/sqlite.ts', import.meta.url)))});
+       const { default: Database } = await import('better-sqlite3');
+       const store = createSqliteStore({ path: ${JSON.stringify(path)}, moveIntervalMs: 20, checkpointIntervalMs: 5 });
+       await store.beginTurn({ conversationId: 'c1', prompt: 'p', now: 1 });
+       for (let seq = 1; seq <= 5; seq += 1) {
+         await store.appendEvents([{ conversationId: 'c1', turn: 1, seq, type: 'CHUNK', chunk: 'part ' + seq, error: null, errorCode: null, stopReason: null, usage: null, latencyMs: null, createdAt: seq }]);
+       }
+       const reader = new Database(${JSON.stringify(path)}, { readonly: true });
+       let moved = 0;
+       for (const deadline = Date.now() + 10_000; moved < 5 && Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 20))) {
+         moved = reader.prepare('SELECT COUNT(*) AS n FROM events').get().n;
+       }
+       reader.close();
+       await store.close();
+       process.stdout.write('moved ' + moved);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let output = '';
+  child.stdout.on('data', (data: Buffer) => (output += data.toString()));
+  expect(await new Promise((resolve) => child.on('exit', (code) => resolve(code)))).toBe(0);
+  expect(output).toBe('moved 5');
+  rmSync(dir, { recursive: true, force: true });
+}, 30_000);
