@@ -191,6 +191,10 @@ function migrate(database: Database.Database): void {
 /** The columns of an event row, in the order `toRow` gives them. */
 const EVENT_COLUMNS =
   'conversation_key, seq, turn, type, chunk, error, error_code, stop_reason, input_tokens, output_tokens, latency_ms, created_at';
+const EVENT_COLUMN_COUNT = EVENT_COLUMNS.split(',').length;
+
+/** Rows one INSERT into the incoming file takes at most: a full group of one-event writes. */
+const INSERT_ROWS = 16;
 
 // The incoming file: the events as they come, with no index but an id that never goes back
 // (AUTOINCREMENT), which is how far the background thread has moved them. A commit writes the page
@@ -368,7 +372,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     incomingPath === undefined
       ? undefined
       : {
-          insert: database.prepare(`INSERT INTO incoming.events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+          // INSERTs of 1 to INSERT_ROWS rows, prepared when first needed (`insertStaged`).
+          inserts: [] as Database.Statement[],
           deleteMoved: database.prepare<[number, number]>(
             'DELETE FROM incoming.events WHERE id IN (SELECT id FROM incoming.events WHERE id <= ? ORDER BY id LIMIT ?)',
           ),
@@ -422,11 +427,33 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   };
   // The events of the transaction in progress, and the last seq each conversation reaches in it:
   // they count as waiting in the incoming file, and as the conversations' last seqs, once it commits.
+  // Their rows are inserted together once every write of the transaction has run (`insertStaged`);
+  // until then `stagedValues` holds their values one after the other, and their ids are 0.
   let staged: Array<{ id: number; event: ConversationEvent; state: RunningState }> = [];
+  let stagedValues: unknown[] = [];
   const stagedLast = new Map<RunningState, number>();
   const beginStaging = (): void => {
     staged = [];
+    stagedValues = [];
     stagedLast.clear();
+  };
+  /**
+   * Inserts the staged rows into the incoming file, INSERT_ROWS to a statement: one statement for
+   * a group costs about a third less than one per row (binding and stepping each row is most of
+   * an append). The ids of one statement's rows follow each other, ending at its last insert id.
+   */
+  const insertStaged = (): void => {
+    if (incoming === undefined) return;
+    const width = EVENT_COLUMN_COUNT;
+    for (let row = 0; row < staged.length; ) {
+      const count = Math.min(INSERT_ROWS, staged.length - row);
+      const statement = (incoming.inserts[count] ??= database.prepare(
+        `INSERT INTO incoming.events (${EVENT_COLUMNS}) VALUES ${Array.from({ length: count }, () => `(${'?, '.repeat(width - 1)}?)`).join(', ')}`,
+      ));
+      const lastId = Number(statement.run(stagedValues.slice(row * width, (row + count) * width)).lastInsertRowid);
+      for (let index = 0; index < count; index += 1) staged[row + index]!.id = lastId - count + 1 + index;
+      row += count;
+    }
   };
   const commitStaged = (): void => {
     for (const { id, event, state } of staged) {
@@ -464,8 +491,8 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     }
     for (const event of events) {
       const state = checkedState(event);
-      const { lastInsertRowid } = incoming.insert.run(toRow(event, state.key));
-      staged.push({ id: Number(lastInsertRowid), event, state });
+      stagedValues.push(...toRow(event, state.key));
+      staged.push({ id: 0, event, state });
     }
   };
   const finishTurn = (event: ConversationEvent, assistantText: string): void => {
@@ -561,6 +588,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
   const commitOne = database.transaction((entry: Pick<GroupedWrite, 'run' | 'rows'>) => {
     beginStaging();
     entry.run();
+    insertStaged();
     background?.wrote(entry.rows);
   });
   const commitGroup = database.transaction((batch: GroupedWrite[]) => {
@@ -570,6 +598,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
       entry.run();
       rows += entry.rows;
     }
+    insertStaged();
     // Behind the background thread, a few rows at a time, from the other end of the same pages.
     deleted = undefined;
     if (incoming !== undefined && background !== undefined && !batch[0]!.main) {

@@ -389,6 +389,27 @@ it('refuses an event that does not come after the last one stored, even while th
   await dispose();
 });
 
+it('appends a group of events to the incoming file in the order they were handed over, and reads them all back', async () => {
+  const { path, store, dispose } = await turnsOnFile('longrun-incoming-group-', 3, { moveIntervalMs: 3_600_000 });
+  const event = (conversationId: string, seq: number) =>
+    makeEvent({ conversationId, turn: 1, seq, type: 'CHUNK', chunk: `${conversationId}-${seq}`, createdAt: seq });
+  // One group: a write of 40 events (three INSERTs of at most 16 rows) between writes of one.
+  await Promise.all([
+    store.appendEvents([event('c1', 1)]),
+    store.appendEvents(Array.from({ length: 40 }, (_, index) => event('c0', index + 1))),
+    store.appendEvents([event('c2', 1)]),
+    store.appendEvents([event('c1', 2)]),
+  ]);
+  const reader = new Database(`${path}-incoming`, { readonly: true });
+  const chunks = reader.prepare('SELECT chunk FROM events ORDER BY id').pluck().all();
+  reader.close();
+  expect(chunks).toEqual(['c1-1', ...Array.from({ length: 40 }, (_, index) => `c0-${index + 1}`), 'c2-1', 'c1-2']);
+  expect((await store.listEvents('c0', 0)).map((stored) => stored.chunk)).toEqual(Array.from({ length: 40 }, (_, index) => `c0-${index + 1}`));
+  expect((await store.listEvents('c1', 1)).map((stored) => stored.chunk)).toEqual(['c1-2']);
+  expect((await store.getConversation('c0'))?.lastSeq).toBe(40);
+  await dispose();
+});
+
 it('drops the waiting events of a deleted conversation and moves the others', async () => {
   const { path, store, append } = await turnsOnFile('longrun-incoming-deleted-', 3, { moveIntervalMs: 3_600_000 });
   await append(1);
