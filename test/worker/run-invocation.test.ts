@@ -302,6 +302,30 @@ describe('Coalescer', () => {
     expect(sent).toEqual(['a', 'bbcc', 'd']);
   });
 
+  it('counts flushBytes in UTF-8 bytes exactly, multi-byte characters included', async () => {
+    const sent: string[] = [];
+    const coalescer = new Coalescer({ flushMs: 10_000, flushBytes: 7, burst: 0, flush: async (text) => void sent.push(text) });
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+    coalescer.push('x'); // the first chunk goes at once; the next waits 10 s for its slot
+    await settle();
+    coalescer.push('星'); // 3 bytes
+    coalescer.push('ab'); // 5: at most 3 bytes a UTF-16 unit would say 9, but it is 5
+    coalescer.push('c'); // 6
+    await settle();
+    expect(sent).toEqual(['x']);
+    coalescer.push('空'); // 9 ≥ 7: at once
+    await settle();
+    expect(sent).toEqual(['x', '星abc空']);
+    coalescer.push('🦊'); // 4 bytes, 2 UTF-16 units
+    coalescer.push('é'); // 6
+    await settle();
+    expect(sent).toEqual(['x', '星abc空']);
+    coalescer.push('d'); // 7: at once
+    await settle();
+    expect(sent).toEqual(['x', '星abc空', '🦊éd']);
+    coalescer.dispose();
+  });
+
   it('holds a due chunk while the one before it is still being handed over, then sends what gathered', async () => {
     const flushed: Array<{ text: string; at: number }> = [];
     const start = performance.now();
