@@ -337,6 +337,19 @@ INSERT INTO events (conversation_id, seq, turn, type, chunk, created_at) VALUES 
   rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * Runs `body` in a Node process of its own, started as an ES module with `createSqliteStore` in
+ * scope (as `node --input-type=module -e` runs a script); its standard output is piped.
+ */
+function spawnStoreScript(body: string) {
+  const store = JSON.stringify(fileURLToPath(new URL('../../src/store/sqlite.ts', import.meta.url)));
+  return spawn(
+    process.execPath,
+    ['--import', 'tsx', '--input-type=module', '-e', `const { createSqliteStore } = await import(${store});\n${body}`],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+}
+
 /** Counts rows of a table with a connection of its own, as another process would see them. */
 function countRows(file: string, table: string): number {
   const reader = new Database(file, { readonly: true });
@@ -430,22 +443,13 @@ it('keeps the events a killed process left in the incoming file, and moves them 
   const dir = mkdtempSync(join(tmpdir(), 'longrun-incoming-killed-'));
   const path = join(dir, 'db.sqlite');
   // A process that stores 30 events and is killed (SIGKILL) before its background thread moves any.
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      '--input-type=module',
-      '-e',
-      `const { createSqliteStore } = await import(${JSON.stringify(fileURLToPath(new URL('../../src/store/sqlite.ts', import.meta.url)))});
-       const store = createSqliteStore({ path: ${JSON.stringify(path)}, moveIntervalMs: 3_600_000 });
+  const child = spawnStoreScript(
+    `const store = createSqliteStore({ path: ${JSON.stringify(path)}, moveIntervalMs: 3_600_000 });
        await store.beginTurn({ conversationId: 'c1', prompt: 'p', now: 1 });
        for (let seq = 1; seq <= 30; seq += 1) {
          await store.appendEvents([{ conversationId: 'c1', turn: 1, seq, type: 'CHUNK', chunk: 'part ' + seq, error: null, errorCode: null, stopReason: null, usage: null, latencyMs: null, createdAt: seq }]);
        }
        process.kill(process.pid, 'SIGKILL');`,
-    ],
-    { stdio: ['ignore', 'inherit', 'inherit'] },
   );
   expect(await new Promise((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)))).toBe('SIGKILL');
   expect(countRows(`${path}-incoming`, 'events')).toBe(30);
@@ -509,15 +513,8 @@ it('runs its background thread in a process started as an ES module (--input-typ
   const path = join(dir, 'db.sqlite');
   // The thread's source is CommonJS; started with the process's own options, it failed to load
   // there, and nothing was moved until the store closed.
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      '--input-type=module',
-      '-e',
-      `const { createSqliteStore } = await import(${JSON.stringify(fileURLToPath(new URL('../../src/store/sqlite.ts', import.meta.url)))});
-       const { default: Database } = await import('better-sqlite3');
+  const child = spawnStoreScript(
+    `const { default: Database } = await import('better-sqlite3');
        const store = createSqliteStore({ path: ${JSON.stringify(path)}, moveIntervalMs: 20, checkpointIntervalMs: 5 });
        await store.beginTurn({ conversationId: 'c1', prompt: 'p', now: 1 });
        for (let seq = 1; seq <= 5; seq += 1) {
@@ -531,11 +528,9 @@ it('runs its background thread in a process started as an ES module (--input-typ
        reader.close();
        await store.close();
        process.stdout.write('moved ' + moved);`,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let output = '';
-  child.stdout.on('data', (data: Buffer) => (output += data.toString()));
+  child.stdout!.on('data', (data: Buffer) => (output += data.toString()));
   expect(await new Promise((resolve) => child.on('exit', (code) => resolve(code)))).toBe(0);
   expect(output).toBe('moved 5');
   rmSync(dir, { recursive: true, force: true });
