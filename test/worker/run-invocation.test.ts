@@ -326,6 +326,47 @@ describe('Coalescer', () => {
     coalescer.dispose();
   });
 
+  it('with flushMs 0, queues every delta and hands them over one at a time, in order', async () => {
+    const flushed: string[] = [];
+    let running = 0;
+    const coalescer = new Coalescer({
+      flushMs: 0,
+      flushBytes: 4096,
+      flush: async (text) => {
+        running += 1;
+        expect(running).toBe(1);
+        await new Promise((resolve) => setImmediate(resolve));
+        flushed.push(text);
+        running -= 1;
+      },
+    });
+    const deltas = Array.from({ length: 2000 }, (_, index) => `d${index} `);
+    for (const delta of deltas) coalescer.push(delta);
+    await coalescer.drain();
+    expect(flushed).toEqual(deltas);
+  });
+
+  it('stops handing chunks over after a failed flush, and drain rejects with the first error', async () => {
+    const flushed: string[] = [];
+    const coalescer = new Coalescer({
+      flushMs: 0,
+      flushBytes: 4096,
+      flush: async (text) => {
+        await Promise.resolve();
+        if (text === 'second') throw new Error(`cannot store ${text}`);
+        flushed.push(text);
+      },
+    });
+    // Far more queued behind the failure than a call stack holds frames.
+    for (const delta of ['first', 'second', ...Array.from({ length: 50_000 }, (_, index) => `later ${index}`)]) coalescer.push(delta);
+    await expect(coalescer.drain()).rejects.toThrow('cannot store second');
+    expect(flushed).toEqual(['first']);
+    expect(String(coalescer.error)).toContain('cannot store second');
+    coalescer.push('after the failure');
+    await expect(coalescer.drain()).rejects.toThrow('cannot store second');
+    expect(flushed).toEqual(['first']);
+  });
+
   it('holds a due chunk while the one before it is still being handed over, then sends what gathered', async () => {
     const flushed: Array<{ text: string; at: number }> = [];
     const start = performance.now();
