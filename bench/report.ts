@@ -37,6 +37,7 @@ const CORRECTNESS_ROWS: Row[] = [
 ];
 const RESOURCE_ROWS: Row[] = [
   ['server CPU (% of a core)', (m) => m.serverCpuPercent, percent],
+  ['server CPU, event-loop thread alone (% of a core)', (m) => m.serverLoopThreadCpuPercent, percent],
   ['server event-loop delay p99 / max (ms)', (m) => m.serverLoopDelayMaxMs, ms],
   ['other processes on the machine (% of a core)', (m) => m.otherCpuPercent, percent],
   ['server RSS at end / peak (MB)', (m) => m.serverPeakRssMB, megabytes],
@@ -78,18 +79,18 @@ function parameters(values: Record<string, unknown>): string {
 
 function saturationTables(scenario: SaturationResult, servers: ServerKind[]): string {
   const lines = [
-    '| server | tokens/s per conversation | offered tokens/s | delivered tokens/s | messages/s | token p99 (ms) | schedule lag p99 (ms) | delivery p99 (ms) | lost | server CPU | server loop delay max (ms) | load CPU | others\' CPU | verdict |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| server | tokens/s per conversation | offered tokens/s | delivered tokens/s | messages/s | token p99 (ms) | schedule lag p99 (ms) | delivery p99 (ms) | lost | server CPU | loop thread CPU | server loop delay max (ms) | load CPU | others\' CPU | verdict |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ];
   for (const kind of servers) {
     for (const step of scenario.steps[kind] ?? []) {
       const m = step.measurement;
       if ('error' in m) {
-        lines.push(`| ${kind} | ${step.rate} | ${count(step.offeredTokensPerSecond)} | — | — | — | — | — | — | — | — | — | — | ${step.why} |`);
+        lines.push(`| ${kind} | ${step.rate} | ${count(step.offeredTokensPerSecond)} | — | — | — | — | — | — | — | — | — | — | — | ${step.why} |`);
         continue;
       }
       lines.push(
-        `| ${kind} | ${step.rate} | ${count(step.offeredTokensPerSecond)} | ${count(m.load.tokensPerSecond)} | ${count(m.load.messagesPerSecond)} | ${ms(m.load.tokenLatency.p99)} | ${ms(m.load.scheduleLag.p99)} | ${ms(m.load.deliveryLatency.p99)} | ${count(m.load.lostTokens)} | ${percent(m.serverCpuPercent)} | ${ms(m.serverLoopDelayMaxMs)} | ${percent(m.load.loadCpuPercent)} | ${percent(m.otherCpuPercent)} | ${step.why} |`,
+        `| ${kind} | ${step.rate} | ${count(step.offeredTokensPerSecond)} | ${count(m.load.tokensPerSecond)} | ${count(m.load.messagesPerSecond)} | ${ms(m.load.tokenLatency.p99)} | ${ms(m.load.scheduleLag.p99)} | ${ms(m.load.deliveryLatency.p99)} | ${count(m.load.lostTokens)} | ${percent(m.serverCpuPercent)} | ${percent(m.serverLoopThreadCpuPercent)} | ${ms(m.serverLoopDelayMaxMs)} | ${percent(m.load.loadCpuPercent)} | ${percent(m.otherCpuPercent)} | ${step.why} |`,
       );
     }
   }

@@ -282,6 +282,8 @@ export interface Measurement {
   load: LoadResult;
   /** Server CPU over the measurement, in % of one core. */
   serverCpuPercent: number;
+  /** The server's event-loop thread alone, in % of one core (NaN off Linux). */
+  serverLoopThreadCpuPercent: number;
   /**
    * CPU used meanwhile by processes other than the server and the load generator (other work on
    * the machine), in % of one core: the figures are only as clean as this is low.
@@ -407,6 +409,7 @@ async function measure(
           server: kind,
           load: result,
           serverCpuPercent,
+          serverLoopThreadCpuPercent: wall > 0 ? ((end.loopThreadCpuMicros - start.loopThreadCpuMicros) / 1e6 / wall) * 100 : 0,
           otherCpuPercent: Math.max(0, machinePercent(machineStart, machineEnd) - serverCpuPercent - result.loadCpuPercent),
           serverRssMB: end.rssBytes / MB,
           serverPeakRssMB: Number.isNaN(peak) ? peakRssMB(server.pid) : peak,
@@ -464,7 +467,7 @@ async function attempt(kind: ServerKind, label: string, run: () => Promise<Measu
       `${measurement.seconds.toFixed(1)}s  ` +
         (measurement.idle
           ? `${measurement.idle.rssPerConnectionKB.toFixed(1)} KB RSS per connection\n`
-          : `${Math.round(load.tokensPerSecond)} tok/s, token p99 ${load.tokenLatency.p99} ms, delivery p99 ${load.deliveryLatency.p99} ms, lost ${load.lostTokens}, cpu ${Math.round(measurement.serverCpuPercent)}%, loop max ${Math.round(measurement.serverLoopDelayMaxMs)} ms (load ${Math.round(load.loadCpuPercent)}%, others ${Math.round(measurement.otherCpuPercent)}%)\n`),
+          : `${Math.round(load.tokensPerSecond)} tok/s, token p99 ${load.tokenLatency.p99} ms, delivery p99 ${load.deliveryLatency.p99} ms, lost ${load.lostTokens}, cpu ${Math.round(measurement.serverCpuPercent)}% (loop thread ${Math.round(measurement.serverLoopThreadCpuPercent)}%), loop max ${Math.round(measurement.serverLoopDelayMaxMs)} ms (load ${Math.round(load.loadCpuPercent)}%, others ${Math.round(measurement.otherCpuPercent)}%)\n`),
     );
     return measurement;
   } catch (error) {
