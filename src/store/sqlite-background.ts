@@ -93,7 +93,9 @@ if (workerData.incomingPath !== undefined) {
   const gather = database.prepare(
     'INSERT INTO temp.moving SELECT ' + columns + ' FROM incoming.events WHERE id > ? AND id <= ? ORDER BY conversation_key, seq',
   );
-  // A row whose conversation is gone (deleted since it came in) is dropped.
+  // A row whose conversation is gone (deleted since it came in) is dropped. Each run is a
+  // transaction of its own that locks the database file only, never the incoming file the store
+  // appends to (the rows come from the temporary table).
   const insertRun = database.prepare(
     'INSERT OR IGNORE INTO main.events (' + columns + ') SELECT ' + columns + ' FROM temp.moving m WHERE m.rowid > ? AND m.rowid <= ? ' +
       'AND EXISTS (SELECT 1 FROM main.conversation_keys k WHERE k.key = m.conversation_key)',
