@@ -192,6 +192,8 @@ function migrate(database: Database.Database): void {
 const EVENT_COLUMNS =
   'conversation_key, seq, turn, type, chunk, error, error_code, stop_reason, input_tokens, output_tokens, latency_ms, created_at';
 const EVENT_COLUMN_COUNT = EVENT_COLUMNS.split(',').length;
+/** The parameters of one event row in an INSERT: `(?, ?, …)`, one per column of `EVENT_COLUMNS`. */
+const EVENT_ROW_PARAMETERS = `(${Array.from({ length: EVENT_COLUMN_COUNT }, () => '?').join(', ')})`;
 
 /** Rows one INSERT into the incoming file takes at most: a full group of one-event writes. */
 const INSERT_ROWS = 16;
@@ -313,11 +315,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     insertMessage: database.prepare(`INSERT INTO messages (conversation_id, turn, role, content) VALUES (?, ?, ?, ?)`),
     insertConversationKey: database.prepare<[string]>('INSERT INTO conversation_keys (conversation_id) VALUES (?)'),
     conversationKey: database.prepare<[string], { key: number }>('SELECT key FROM conversation_keys WHERE conversation_id = ?'),
-    insertEvent: database.prepare(
-      `INSERT INTO events (conversation_key, seq, turn, type, chunk, error, error_code, stop_reason, input_tokens,
-        output_tokens, latency_ms, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
+    insertEvent: database.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES ${EVENT_ROW_PARAMETERS}`),
     endTurn: database.prepare(`UPDATE turns SET status = ?, ended_at = ? WHERE conversation_id = ? AND turn = ? AND status = 'RUNNING'`),
     endConversationTurn: database.prepare(`UPDATE conversations SET status = ?, updated_at = ? WHERE id = ? AND turn = ?`),
     lastSeqOfKey: database.prepare<[number], { seq: number | null }>('SELECT MAX(seq) AS seq FROM events WHERE conversation_key = ?'),
@@ -448,7 +446,7 @@ export function createSqliteStore(options: SqliteStoreOptions): Store {
     for (let row = 0; row < staged.length; ) {
       const count = Math.min(INSERT_ROWS, staged.length - row);
       const statement = (incoming.inserts[count] ??= database.prepare(
-        `INSERT INTO incoming.events (${EVENT_COLUMNS}) VALUES ${Array.from({ length: count }, () => `(${'?, '.repeat(width - 1)}?)`).join(', ')}`,
+        `INSERT INTO incoming.events (${EVENT_COLUMNS}) VALUES ${Array.from({ length: count }, () => EVENT_ROW_PARAMETERS).join(', ')}`,
       ));
       const lastId = Number(statement.run(stagedValues.slice(row * width, (row + count) * width)).lastInsertRowid);
       for (let index = 0; index < count; index += 1) staged[row + index]!.id = lastId - count + 1 + index;
