@@ -33,6 +33,17 @@ import { AppSyncSchemaFile } from './schema.js';
 /** The project's root folder (where package.json is). */
 export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** Lambda's longest run: the worker ends its turn itself 20 s before (src/lambda/handler.ts). */
+const WORKER_TIMEOUT = Duration.minutes(15);
+/** How long an Event invocation may wait in Lambda's queue (throttled) before Lambda drops it. */
+const WORKER_MAX_EVENT_AGE = Duration.minutes(15);
+/**
+ * A turn still RUNNING this long after it started has no worker left to end it: its invocation
+ * waited at most WORKER_MAX_EVENT_AGE, then ran at most WORKER_TIMEOUT. The next startConversation
+ * of its conversation ends it (infra/resolvers/readConversation.js, reserveTurn.js).
+ */
+export const STALE_TURN = Duration.minutes(WORKER_MAX_EVENT_AGE.toMinutes() + WORKER_TIMEOUT.toMinutes() + 1);
+
 /** The model the worker calls unless the `modelId` context names another. */
 export const DEFAULT_MODEL_ID = 'us.anthropic.claude-3-5-sonnet-20241022-v2:0';
 
@@ -190,8 +201,10 @@ export class LongrunStack extends Stack {
       logConfig: { fieldLogLevel: appsync.FieldLogLevel.ERROR, excludeVerboseContent: true, retention },
       environmentVariables: {
         CONVERSATIONS_TABLE: this.conversationsTable.tableName,
+        EVENTS_TABLE: this.eventsTable.tableName,
         RETENTION_DAYS: String(settings.retentionDays),
         MAX_PROMPT_BYTES: String(settings.maxPromptBytes),
+        STALE_TURN_MS: String(STALE_TURN.toMilliseconds()),
       },
     });
 
@@ -232,11 +245,13 @@ export class LongrunStack extends Stack {
       runtime: lambda.Runtime.NODEJS_22_X,
       architecture: lambda.Architecture.ARM_64,
       memorySize: 512,
-      timeout: Duration.minutes(15),
+      timeout: WORKER_TIMEOUT,
       role,
       logGroup: workerLogs,
       // A retried Event invocation would run the turn twice; a turn that fails ends itself with ERROR.
       retryAttempts: 0,
+      // An invocation queued longer (the function throttled) is dropped; its turn is then stale.
+      maxEventAge: WORKER_MAX_EVENT_AGE,
       reservedConcurrentExecutions: settings.reservedConcurrency,
       environment: {
         LONGRUN_CONVERSATIONS_TABLE: this.conversationsTable.tableName,
@@ -263,17 +278,20 @@ export class LongrunStack extends Stack {
       },
     });
 
+    const conversationsSource = new appsync.DynamoDbDataSource(this, 'ConversationsSource', {
+      api: this.api,
+      table: this.conversationsTable,
+      description: 'conversations and messages',
+    });
+    // startConversation ends a stale turn with an ERROR event in the same transaction (infra/resolvers/reserveTurn.js).
+    this.eventsTable.grant(conversationsSource, 'dynamodb:PutItem');
     const dataSources: Record<DataSourceName, appsync.BaseDataSource> = {
-      conversations: new appsync.DynamoDbDataSource(this, 'ConversationsSource', {
-        api: this.api,
-        table: this.conversationsTable,
-        description: 'conversations and messages',
-      }),
+      conversations: conversationsSource,
       events: new appsync.DynamoDbDataSource(this, 'EventsSource', {
         api: this.api,
         table: this.eventsTable,
         readOnlyAccess: true,
-        description: 'events, read only: only the worker writes them',
+        description: 'events, read only: the worker writes them',
       }),
       worker: new appsync.LambdaDataSource(this, 'WorkerSource', { api: this.api, lambdaFunction: this.worker }),
       none: new appsync.NoneDataSource(this, 'PublishSource', { api: this.api, description: 'publish mutations: delivered to subscribers, stored nowhere' }),

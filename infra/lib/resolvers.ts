@@ -50,6 +50,8 @@ export const RESOLVERS: readonly ResolverDefinition[] = [
     code: 'startConversation.js',
     functions: [
       { name: 'readConversation', code: 'readConversation.js', dataSource: 'conversations' },
+      // Read only when readConversation found a stale turn, which reserveTurn then ends.
+      { name: 'lastSeq', code: 'lastSeq.js', dataSource: 'events' },
       { name: 'reserveTurn', code: 'reserveTurn.js', dataSource: 'conversations' },
       { name: 'invokeWorker', code: 'invokeWorker.js', dataSource: 'worker' },
     ],

@@ -63,7 +63,8 @@ const unavailable = dynamoDbLocalUnavailable();
 
 describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
   const now = 1_760_000_000_000;
-  const env = { CONVERSATIONS_TABLE: '', RETENTION_DAYS: '3', MAX_PROMPT_BYTES: '102400' };
+  const staleTurnMs = 31 * 60_000;
+  const env = { CONVERSATIONS_TABLE: '', EVENTS_TABLE: '', RETENTION_DAYS: '3', MAX_PROMPT_BYTES: '102400', STALE_TURN_MS: String(staleTurnMs) };
   let dynamo: DynamoDbLocal;
   let store: Store;
   let runner: ReturnType<typeof createAppSyncRunner>;
@@ -72,6 +73,7 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
     dynamo = await startDynamoDbLocal();
     const tables = await createLongrunTables(dynamo.client);
     env.CONVERSATIONS_TABLE = tables.conversations;
+    env.EVENTS_TABLE = tables.events;
     store = createDynamoDbStore({ client: dynamo.client, tables, ttlDays: 3, now: () => now });
     // RequestResponse invocations (deleteConversation) run the real Lambda handler on the same store.
     const handler = createHandler({ store, provider: createSimulatedProvider(), publisher: { publish: async () => undefined }, logger: silentLogger });
@@ -128,6 +130,70 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
       ],
     });
     expect(runner.invocations.length).toBe(before);
+  });
+
+  it('ends a turn whose worker was lost once it is stale, in the transaction that starts the next', async () => {
+    const { data } = await start({ prompt: 'first question' });
+    const { conversationId } = data as { conversationId: string };
+    // The worker stored two chunks, then stopped without ending its turn (killed for memory, say).
+    await store.appendEvents([1, 2].map((seq) => makeEvent({ conversationId, turn: 1, seq, type: 'CHUNK', chunk: `part ${seq} `, createdAt: now + seq })));
+    const later = now + staleTurnMs + 1;
+    try {
+      // Not stale until STALE_TURN_MS has passed: a worker may still be running it.
+      clock.now = () => now + staleTurnMs;
+      expect((await start({ prompt: 'too early', conversationId })).errors.map((error) => error.errorType)).toEqual(['ConflictException']);
+
+      clock.now = () => later;
+      const before = runner.invocations.length;
+      const next = await start({ prompt: 'second question [tokens=3][ttft=0]', conversationId });
+      expect(next).toEqual({ data: { conversationId, status: 'STARTED' }, errors: [] });
+      expect(runner.invocations.slice(before).map((invocation) => invocation.payload)).toEqual([
+        expect.objectContaining({ conversationId, turn: 2, prompt: 'second question [tokens=3][ttft=0]' }),
+      ]);
+      const events = await store.listEvents(conversationId, 0);
+      expect(events.map((event) => [event.seq, event.turn, event.type, event.errorCode])).toEqual([
+        [1, 1, 'CHUNK', null],
+        [2, 1, 'CHUNK', null],
+        [3, 1, 'ERROR', 'Interrupted'],
+      ]);
+      expect(events[2]!.createdAt).toBe(later);
+      expect(events[2]!.error).toMatch(/^The turn was interrupted: its worker stopped without ending it, .*more than 31 minutes/);
+      expect(await store.getConversation(conversationId)).toMatchObject({
+        status: 'RUNNING',
+        lastSeq: 3,
+        turns: [
+          { turn: 1, status: 'ERROR', startedAt: now, endedAt: later },
+          { turn: 2, status: 'RUNNING', startedAt: later, endedAt: null },
+        ],
+      });
+      // The lost turn has no answer, so the model's history leaves it out; the next turn's events follow its ERROR.
+      expect(await store.turnContext(conversationId, 2)).toEqual({ history: [{ turn: 1, role: 'user', content: 'first question' }], lastSeq: 3 });
+
+      // The worker runs the new turn as it would any other.
+      const worker = createHandler({ store, provider: createSimulatedProvider(), publisher: { publish: async () => undefined }, logger: silentLogger });
+      await worker(runner.invocations.at(-1)!.payload as never);
+      const after = await store.getConversation(conversationId);
+      expect(after).toMatchObject({ status: 'COMPLETE', turns: [{ status: 'ERROR' }, { status: 'COMPLETE' }] });
+      const ended = await store.listEvents(conversationId, 3);
+      expect(ended.at(-1)).toMatchObject({ turn: 2, type: 'COMPLETE', seq: after!.lastSeq });
+      expect(ended.every((event) => event.turn === 2)).toBe(true);
+    } finally {
+      clock.now = () => now;
+    }
+  });
+
+  it('lets one of two startConversations racing for a stale turn end it, once', async () => {
+    const { data } = await start({ prompt: 'lost' });
+    const { conversationId } = data as { conversationId: string };
+    try {
+      clock.now = () => now + staleTurnMs + 1;
+      const results = await Promise.all([start({ prompt: 'a', conversationId }), start({ prompt: 'b', conversationId })]);
+      expect(results.map((result) => result.errors[0]?.errorType ?? 'STARTED').sort()).toEqual(['ConflictException', 'STARTED']);
+      expect((await store.listEvents(conversationId, 0)).map((event) => [event.seq, event.turn, event.type])).toEqual([[1, 1, 'ERROR']]);
+      expect((await store.getConversation(conversationId))?.turns.map((turn) => turn.status)).toEqual(['ERROR', 'RUNNING']);
+    } finally {
+      clock.now = () => now;
+    }
   });
 
   it('lets exactly one of two racing startConversations win a new conversation', async () => {

@@ -96,7 +96,14 @@ describe('the longrun stack (default context, bundled)', () => {
       AuthenticationType: 'API_KEY',
       AdditionalAuthenticationProviders: [{ AuthenticationType: 'AWS_IAM' }],
       LogConfig: { FieldLogLevel: 'ERROR', ExcludeVerboseContent: true },
-      EnvironmentVariables: { CONVERSATIONS_TABLE: { Ref: Match.anyValue() }, RETENTION_DAYS: '7', MAX_PROMPT_BYTES: '102400' },
+      EnvironmentVariables: {
+        CONVERSATIONS_TABLE: { Ref: Match.anyValue() },
+        EVENTS_TABLE: { Ref: Match.anyValue() },
+        RETENTION_DAYS: '7',
+        MAX_PROMPT_BYTES: '102400',
+        // 15 minutes in Lambda's queue at most, 15 running, and a minute more.
+        STALE_TURN_MS: String(31 * 60_000),
+      },
     });
     // The one schema, without the descriptions AppSync's parser refuses.
     const source = readFileSync(join(PROJECT_ROOT, 'schema', 'schema.graphql'), 'utf8');
@@ -116,6 +123,8 @@ describe('the longrun stack (default context, bundled)', () => {
     const functions = template.findResources('AWS::AppSync::FunctionConfiguration');
     const byName = (name: string) => Object.entries(functions).find(([, resource]: [string, Json]) => resource.Properties.Name === name)!;
     const [readId] = byName('startConversation_readConversation');
+    // The last seq, read from the events only when a stale turn is to be ended.
+    const [lastSeqId, lastSeq] = byName('startConversation_lastSeq') as [string, Json];
     const [reserveId, reserve] = byName('startConversation_reserveTurn') as [string, Json];
     const [invokeId, invoke] = byName('startConversation_invokeWorker') as [string, Json];
     template.hasResourceProperties('AWS::AppSync::Resolver', {
@@ -124,7 +133,7 @@ describe('the longrun stack (default context, bundled)', () => {
       Kind: 'PIPELINE',
       Runtime: { Name: 'APPSYNC_JS', RuntimeVersion: '1.0.0' },
       PipelineConfig: {
-        Functions: [{ 'Fn::GetAtt': [readId, 'FunctionId'] }, { 'Fn::GetAtt': [reserveId, 'FunctionId'] }, { 'Fn::GetAtt': [invokeId, 'FunctionId'] }],
+        Functions: [readId, lastSeqId, reserveId, invokeId].map((id) => ({ 'Fn::GetAtt': [id, 'FunctionId'] })),
       },
     });
     expect(invoke.Properties.Code).toContain("invocationType: 'Event'");
@@ -133,6 +142,8 @@ describe('the longrun stack (default context, bundled)', () => {
     expect(invoke.Properties.DataSourceName).toBe(worker.resource.Properties.Name);
     expect(reserve.Properties.Code).toContain("operation: 'TransactWriteItems'");
     expect(reserve.Properties.Code).toContain("'ConflictException'");
+    const events = only(template, 'AWS::AppSync::DataSource', { Name: 'EventsSource' });
+    expect(lastSeq.Properties.DataSourceName).toBe(events.resource.Properties.Name);
   });
 
   it('puts the publish mutations on a NONE data source, and cancel and the queries on DynamoDB', () => {
@@ -176,7 +187,12 @@ describe('the longrun stack (default context, bundled)', () => {
     });
     const worker = only(template, 'AWS::Lambda::Function', { Runtime: 'nodejs22.x' });
     expect(worker.resource.Properties.ReservedConcurrentExecutions).toBeUndefined();
-    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', { FunctionName: { Ref: worker.id }, MaximumRetryAttempts: 0 });
+    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      FunctionName: { Ref: worker.id },
+      MaximumRetryAttempts: 0,
+      MaximumEventAgeInSeconds: 15 * 60,
+    });
+    expect(worker.resource.Properties.Timeout).toBe(15 * 60);
   });
 
   it('bundles the worker with local esbuild into one ESM file that loads and reads its environment', async () => {
@@ -254,12 +270,25 @@ describe('the longrun stack (default context, bundled)', () => {
     ]);
   });
 
-  it('lets the events data source only read (only the worker writes events)', () => {
-    const eventsSource = only(template, 'AWS::AppSync::DataSource', { Name: 'EventsSource' });
-    const roleId = resolve(eventsSource.resource.Properties.ServiceRoleArn).replace(/^\$\{|\.Arn\}$/g, '');
+  /** The statements of a data source's role: each statement's actions, and the tables they name. */
+  const sourceStatements = (name: string): Array<{ actions: string[]; tables: string[] }> => {
+    const source = only(template, 'AWS::AppSync::DataSource', { Name: name });
+    const roleId = resolve(source.resource.Properties.ServiceRoleArn).replace(/^\$\{|\.Arn\}$/g, '');
     const policy = Object.values(template.findResources('AWS::IAM::Policy')).find((entry: Json) => entry.Properties.Roles[0].Ref === roleId) as Json;
-    const actions = policy.Properties.PolicyDocument.Statement.flatMap((statement: Json) => [statement.Action].flat());
-    expect(actions.filter((action: string) => /Put|Update|Delete|Write/.test(action))).toEqual([]);
+    return policy.Properties.PolicyDocument.Statement.map((statement: Json) => ({
+      actions: [statement.Action].flat(),
+      tables: [statement.Resource].flat().map((resource: Json) => JSON.stringify(resource).match(/"(Events|Conversations)[0-9A-F]{8}"/)?.[1] ?? JSON.stringify(resource)),
+    }));
+  };
+
+  it('lets the events data source only read (the worker writes events)', () => {
+    const actions = sourceStatements('EventsSource').flatMap((statement) => statement.actions);
+    expect(actions.filter((action) => /Put|Update|Delete|Write/.test(action))).toEqual([]);
+  });
+
+  it('lets the conversations data source put one kind of write into the events table: the ERROR of a stale turn', () => {
+    const onEvents = sourceStatements('ConversationsSource').filter((statement) => statement.tables.includes('Events'));
+    expect(onEvents).toEqual([{ actions: ['dynamodb:PutItem'], tables: ['Events'] }]);
   });
 });
 
