@@ -54,6 +54,8 @@ export const RESOLVERS: readonly ResolverDefinition[] = [
       { name: 'lastSeq', code: 'lastSeq.js', dataSource: 'events' },
       { name: 'reserveTurn', code: 'reserveTurn.js', dataSource: 'conversations' },
       { name: 'invokeWorker', code: 'invokeWorker.js', dataSource: 'worker' },
+      // Only when the invocation failed: ends the turn, then answers WorkerUnavailable.
+      { name: 'releaseTurn', code: 'releaseTurn.js', dataSource: 'conversations' },
     ],
   },
   { kind: 'unit', typeName: 'Mutation', fieldName: 'cancelConversation', code: 'cancelConversation.js', dataSource: 'conversations' },

@@ -4,7 +4,6 @@
  * 15 minutes. The payload is the worker's InvocationEvent (src/domain.ts, src/lambda/handler.ts).
  * Data source: the worker Lambda.
  */
-import { util } from '@aws-appsync/utils';
 
 function orNull(value) {
   return value === undefined ? null : value;
@@ -30,7 +29,8 @@ export function request(ctx) {
 
 export function response(ctx) {
   if (ctx.error) {
-    util.error(`The turn was reserved but the worker could not be started: ${ctx.error.message}`, 'WorkerUnavailable');
+    // releaseTurn ends the turn, then answers WorkerUnavailable.
+    ctx.stash.workerUnavailable = ctx.error.message;
   }
   return null;
 }

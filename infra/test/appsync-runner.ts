@@ -57,6 +57,8 @@ export interface RunnerOptions {
   env: Record<string, string>;
   /** Runs a RequestResponse invocation of the worker Lambda (Event invocations are only recorded). */
   invoke?: (payload: unknown) => Promise<unknown>;
+  /** When it returns a message, Lambda refuses the next Event invocation with it (throttled, say). */
+  refuseEvent?: () => string | undefined;
 }
 
 const ALLOWED_FIELDS: Record<string, readonly string[]> = {
@@ -92,7 +94,10 @@ export function createAppSyncRunner(options: RunnerOptions) {
       const invoke = request as { payload: unknown; invocationType?: string };
       const payload: unknown = JSON.parse(JSON.stringify(invoke.payload));
       invocations.push({ invocationType: invoke.invocationType, payload });
-      if (invoke.invocationType === 'Event') return { result: null, error: undefined };
+      if (invoke.invocationType === 'Event') {
+        const refused = options.refuseEvent?.();
+        return { result: null, error: refused === undefined ? undefined : { type: 'Lambda:TooManyRequestsException', message: refused } };
+      }
       if (options.invoke === undefined) throw new Error('a RequestResponse invocation, but the runner has no invoke');
       try {
         return { result: JSON.parse(JSON.stringify(await options.invoke(payload))), error: undefined };

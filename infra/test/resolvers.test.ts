@@ -68,6 +68,8 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
   let dynamo: DynamoDbLocal;
   let store: Store;
   let runner: ReturnType<typeof createAppSyncRunner>;
+  /** Set: Lambda refuses Event invocations with this message. */
+  let refuseEvent: string | undefined;
 
   beforeAll(async () => {
     dynamo = await startDynamoDbLocal();
@@ -77,7 +79,7 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
     store = createDynamoDbStore({ client: dynamo.client, tables, ttlDays: 3, now: () => now });
     // RequestResponse invocations (deleteConversation) run the real Lambda handler on the same store.
     const handler = createHandler({ store, provider: createSimulatedProvider(), publisher: { publish: async () => undefined }, logger: silentLogger });
-    runner = createAppSyncRunner({ client: dynamo.client, tables, env, invoke: (payload) => handler(payload) });
+    runner = createAppSyncRunner({ client: dynamo.client, tables, env, invoke: (payload) => handler(payload), refuseEvent: () => refuseEvent });
     clock.now = () => now;
   });
   afterAll(async () => {
@@ -194,6 +196,29 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
     } finally {
       clock.now = () => now;
     }
+  });
+
+  it('ends the turn it reserved when Lambda refuses the invocation, answers WorkerUnavailable, and takes the next turn at once', async () => {
+    const conversationId = randomUUID();
+    refuseEvent = 'Rate Exceeded.';
+    try {
+      expect(await start({ prompt: 'hello', conversationId })).toEqual({
+        data: null,
+        errors: [
+          {
+            errorType: 'WorkerUnavailable',
+            message: 'The turn was reserved but the worker could not be started (Rate Exceeded.). The turn was ended; start it again.',
+          },
+        ],
+      });
+    } finally {
+      refuseEvent = undefined;
+    }
+    expect(await store.getConversation(conversationId)).toMatchObject({ status: 'ERROR', lastSeq: 0, turns: [{ turn: 1, status: 'ERROR', endedAt: now }] });
+    const again = await start({ prompt: 'hello again', conversationId });
+    expect(again).toEqual({ data: { conversationId, status: 'STARTED' }, errors: [] });
+    expect(runner.invocations.at(-1)!.payload).toMatchObject({ conversationId, turn: 2, prompt: 'hello again' });
+    expect(await store.getConversation(conversationId)).toMatchObject({ status: 'RUNNING', turns: [{ status: 'ERROR' }, { status: 'RUNNING' }] });
   });
 
   it('lets exactly one of two racing startConversations win a new conversation', async () => {

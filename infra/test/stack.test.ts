@@ -127,13 +127,15 @@ describe('the longrun stack (default context, bundled)', () => {
     const [lastSeqId, lastSeq] = byName('startConversation_lastSeq') as [string, Json];
     const [reserveId, reserve] = byName('startConversation_reserveTurn') as [string, Json];
     const [invokeId, invoke] = byName('startConversation_invokeWorker') as [string, Json];
+    // Ends the reserved turn when the invocation was refused.
+    const [releaseId, release] = byName('startConversation_releaseTurn') as [string, Json];
     template.hasResourceProperties('AWS::AppSync::Resolver', {
       TypeName: 'Mutation',
       FieldName: 'startConversation',
       Kind: 'PIPELINE',
       Runtime: { Name: 'APPSYNC_JS', RuntimeVersion: '1.0.0' },
       PipelineConfig: {
-        Functions: [readId, lastSeqId, reserveId, invokeId].map((id) => ({ 'Fn::GetAtt': [id, 'FunctionId'] })),
+        Functions: [readId, lastSeqId, reserveId, invokeId, releaseId].map((id) => ({ 'Fn::GetAtt': [id, 'FunctionId'] })),
       },
     });
     expect(invoke.Properties.Code).toContain("invocationType: 'Event'");
@@ -144,6 +146,7 @@ describe('the longrun stack (default context, bundled)', () => {
     expect(reserve.Properties.Code).toContain("'ConflictException'");
     const events = only(template, 'AWS::AppSync::DataSource', { Name: 'EventsSource' });
     expect(lastSeq.Properties.DataSourceName).toBe(events.resource.Properties.Name);
+    expect(release.Properties.DataSourceName).toBe(reserve.Properties.DataSourceName);
   });
 
   it('puts the publish mutations on a NONE data source, and cancel and the queries on DynamoDB', () => {
