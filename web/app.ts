@@ -16,12 +16,12 @@ import {
   ClientErrorCode,
   createClient,
   LongrunClientError,
+  type ConnectionChange,
   type ConversationEvent,
   type ConversationStream,
   type LongrunClient,
   type TurnStatus,
   type Usage,
-  type WebSocketConstructor,
 } from '../src/client/index.js';
 import { renderMarkdown } from './markdown.js';
 
@@ -219,42 +219,20 @@ function titleOf(prompt: string): string {
 // ---------------------------------------------------------------------------------------------
 // Client and connection state
 
-/**
- * A WebSocket that tells the page how the SDK's connection is doing. The SDK reconnects by itself;
- * this only watches: a close the SDK did not ask for is a drop (it is reconnecting now), a
- * `connection_ack` means the connection is up again.
- */
-function observedWebSocket(): WebSocketConstructor {
-  return class ObservedWebSocket extends WebSocket {
-    private closedByClient = false;
-
-    constructor(url: string, protocols?: string | string[]) {
-      super(url, protocols);
-      connectionChanged('connecting');
-      this.addEventListener('message', (event: MessageEvent) => {
-        if (typeof event.data !== 'string' || !event.data.includes('connection_ack')) return;
-        try {
-          if ((JSON.parse(event.data) as { type?: unknown }).type === 'connection_ack') connectionChanged('acknowledged');
-        } catch {
-          // not JSON: the SDK deals with it
-        }
-      });
-      this.addEventListener('close', () => {
-        if (!this.closedByClient) connectionChanged('dropped');
-      });
-    }
-
-    override close(code?: number, reason?: string): void {
-      this.closedByClient = true;
-      super.close(code, reason);
-    }
-  };
-}
-
-function connectionChanged(change: 'connecting' | 'acknowledged' | 'dropped'): void {
-  if (change === 'acknowledged') setConnection('live');
-  else if (change === 'dropped') setConnection(current.stream ? 'reconnecting' : 'idle');
-  else if (connection !== 'reconnecting') setConnection('connecting');
+/** Shows what the SDK says of its connection; it reconnects by itself. */
+function connectionChanged(change: ConnectionChange): void {
+  switch (change.status) {
+    case 'connected':
+      return setConnection('live');
+    case 'reconnecting':
+      return setConnection('reconnecting');
+    case 'connecting':
+      return setConnection('connecting');
+    // A stream that failed for good says so itself, and shows "Disconnected".
+    case 'idle':
+    case 'closed':
+      return setConnection('idle');
+  }
 }
 
 function setConnection(state: ConnectionState): void {
@@ -270,11 +248,11 @@ function replaceClient(): void {
   const apiKey = activeApiKey();
   if (apiKey === undefined) return;
   try {
-    client = createClient({
-      url: new URL(appConfig.graphqlPath, location.href).href,
-      apiKey,
-      WebSocket: observedWebSocket(),
+    const created = createClient({ url: new URL(appConfig.graphqlPath, location.href).href, apiKey });
+    created.onConnectionChange((change) => {
+      if (created === client) connectionChanged(change);
     });
+    client = created;
   } catch (error) {
     showNotice(`The page could not set up its client: ${messageOf(error)}`);
   }

@@ -22,6 +22,7 @@ import type { ConversationEvent, EventType, Message, Turn, TurnStatus, Usage } f
 import { ClientErrorCode, LongrunClientError } from './errors.js';
 import { GraphQLHttpClient, type Conversation, type ConversationResponse, type FetchFunction } from './graphql.js';
 import {
+  type ConnectionChange,
   DEFAULT_RECONNECT,
   newId,
   parseUrl,
@@ -34,7 +35,7 @@ import { ConversationStream, type TurnResult } from './stream.js';
 
 export { ClientErrorCode, LongrunClientError } from './errors.js';
 export { realtimeUrlFor } from './realtime.js';
-export type { ReconnectOptions, WebSocketConstructor, WebSocketLike } from './realtime.js';
+export type { ConnectionChange, ConnectionStatus, ReconnectOptions, WebSocketConstructor, WebSocketLike } from './realtime.js';
 export type { Conversation, ConversationResponse, FetchFunction } from './graphql.js';
 export { ConversationStream } from './stream.js';
 export type { TurnResult } from './stream.js';
@@ -105,6 +106,12 @@ export interface LongrunClient {
   cancel(conversationId: string): Promise<ConversationResponse>;
   /** The conversation with its turns and messages; null when it does not exist. */
   conversation(conversationId: string): Promise<Conversation | null>;
+  /**
+   * Calls `listener` at every change of the real-time connection's status (`ConnectionStatus`:
+   * `connecting`, `connected`, `reconnecting` with the `reason` it dropped, `idle`, `closed`), for
+   * a page to show "Reconnecting…" while streams wait. Returns the function that removes it.
+   */
+  onConnectionChange(listener: (change: ConnectionChange) => void): () => void;
   /** Closes the connection; open streams end with `Aborted`, later calls fail with `ClientClosed`. */
   close(): void;
 }
@@ -132,6 +139,7 @@ export function createClient(options: ClientOptions): LongrunClient {
     fetch: fetchFunction,
     requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
   });
+  const connectionListeners = new Set<(change: ConnectionChange) => void>();
   const realtime = new RealtimeConnection({
     realtimeUrl,
     host: endpoint.host,
@@ -139,6 +147,18 @@ export function createClient(options: ClientOptions): LongrunClient {
     webSocket: () => resolveWebSocket(options.WebSocket),
     reconnect,
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+    onStatus: (change) => {
+      // Each listener on its own: one that throws does not keep the others from hearing.
+      for (const listener of [...connectionListeners]) {
+        try {
+          listener(change);
+        } catch (error) {
+          setTimeout(() => {
+            throw error;
+          });
+        }
+      }
+    },
   });
   const dependencies = {
     http,
@@ -188,6 +208,10 @@ export function createClient(options: ClientOptions): LongrunClient {
     async conversation(conversationId) {
       ensureOpen();
       return http.conversation(conversationId);
+    },
+    onConnectionChange(listener) {
+      connectionListeners.add(listener);
+      return () => void connectionListeners.delete(listener);
     },
     close() {
       closed = true;

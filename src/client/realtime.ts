@@ -104,6 +104,23 @@ export interface SubscriptionHandlers {
   onError(error: LongrunClientError): void;
 }
 
+/**
+ * How the client's real-time connection is doing:
+ * - `connecting`: opening a connection for the first stream (since the connection was last idle);
+ * - `connected`: the server acknowledged the connection (`connection_ack`), at first or again;
+ * - `reconnecting`: the connection dropped or went silent while streams were open; the SDK is
+ *   trying again, and each stream will backfill what it missed;
+ * - `idle`: no connection, as no stream is open (the last one ended, or every stream failed);
+ * - `closed`: `close()` was called.
+ */
+export type ConnectionStatus = 'connecting' | 'connected' | 'reconnecting' | 'idle' | 'closed';
+
+/** A change of the connection's status; `reason` says what failed, where something did. */
+export interface ConnectionChange {
+  status: ConnectionStatus;
+  reason?: string;
+}
+
 /** Settings of a `RealtimeConnection`. */
 export interface RealtimeOptions {
   realtimeUrl: string;
@@ -117,6 +134,8 @@ export interface RealtimeOptions {
   connectTimeoutMs: number;
   /** Source of jitter; `Math.random` by default (tests pass a fixed one). */
   random?: () => number;
+  /** Told of every change of status (consecutive repeats are left out). */
+  onStatus?: (change: ConnectionChange) => void;
 }
 
 interface SubscriptionRecord {
@@ -145,6 +164,8 @@ export class RealtimeConnection {
   private deadline: ReturnType<typeof setTimeout> | undefined;
   /** Bumped by every connect and by going idle, so a connect that awaited a stale state gives up. */
   private generation = 0;
+  /** The status last reported (`onStatus`). */
+  private reported: ConnectionStatus = 'idle';
 
   constructor(private readonly options: RealtimeOptions) {}
 
@@ -165,8 +186,9 @@ export class RealtimeConnection {
   /** Closes the socket and ends every subscription with `Aborted`. Idempotent. */
   close(): void {
     if (this.state === 'closed') return;
-    this.failAll(new LongrunClientError(ClientErrorCode.Aborted, 'The client was closed.'));
     this.state = 'closed';
+    this.failAll(new LongrunClientError(ClientErrorCode.Aborted, 'The client was closed.'));
+    this.report('closed');
   }
 
   private unsubscribe(record: SubscriptionRecord): void {
@@ -179,6 +201,8 @@ export class RealtimeConnection {
 
   private async connect(): Promise<void> {
     this.state = 'connecting';
+    // While reconnecting, each attempt leaves the status at `reconnecting`.
+    if (!this.acknowledged) this.report('connecting');
     this.retryTimer = undefined;
     const generation = ++this.generation;
     let Constructor: WebSocketConstructor;
@@ -243,6 +267,7 @@ export class RealtimeConnection {
         clearTimeout(this.deadline);
         this.deadline = undefined;
         this.armWatchdog();
+        this.report('connected');
         for (const subscription of this.subscriptions) this.start(subscription);
         break;
       }
@@ -298,6 +323,7 @@ export class RealtimeConnection {
     this.lastFailure = reason;
     if (this.subscriptions.size === 0) {
       this.state = 'idle';
+      this.report('idle', reason);
       return;
     }
     if (!this.acknowledged) {
@@ -325,6 +351,7 @@ export class RealtimeConnection {
       }, budget);
     }
     this.state = 'waiting';
+    this.report('reconnecting', reason);
     this.retryTimer = setTimeout(() => void this.connect(), this.backoff());
   }
 
@@ -356,11 +383,18 @@ export class RealtimeConnection {
   private failAll(error: LongrunClientError): void {
     const subscriptions = [...this.subscriptions];
     this.subscriptions.clear();
-    this.goIdle();
+    this.goIdle(error.code === ClientErrorCode.Aborted ? undefined : error.message);
     for (const subscription of subscriptions) subscription.handlers.onError(error);
   }
 
-  private goIdle(): void {
+  /** Tells `onStatus` of a change of status (it must not throw: `createClient` isolates its listeners). */
+  private report(status: ConnectionStatus, reason?: string): void {
+    if (status === this.reported) return;
+    this.reported = status;
+    this.options.onStatus?.(reason === undefined ? { status } : { status, reason });
+  }
+
+  private goIdle(reason?: string): void {
     this.generation += 1;
     this.discardSocket(true);
     clearTimeout(this.retryTimer);
@@ -369,7 +403,10 @@ export class RealtimeConnection {
     this.deadline = undefined;
     this.acknowledged = false;
     this.attempt = 0;
-    if (this.state !== 'closed') this.state = 'idle';
+    if (this.state !== 'closed') {
+      this.state = 'idle';
+      this.report('idle', reason);
+    }
   }
 
   /** Forgets the current socket; `graceful` closes a healthy one with 1000 rather than cutting it. */

@@ -9,6 +9,7 @@ import {
   createClient,
   LongrunClientError,
   type ClientOptions,
+  type ConnectionChange,
   type ConversationEvent,
   type ConversationStream,
   type FetchFunction,
@@ -129,6 +130,44 @@ describe('a connection cut mid-stream', () => {
     expect(withheld.pageSeqs).toContain(firstLiveAfter - 1);
     expect(withheld.liveSeqsBeforeRelease.length).toBeGreaterThanOrEqual(3);
     expect(record.opened).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('onConnectionChange', () => {
+  it('tells how the connection is doing: up, dropped with its reason, back, idle once the stream ends, closed', async () => {
+    const cut = await proxy();
+    const sdk = client({ url: cut.url(), backfill: onlyResubscriptionBackfill });
+    const changes: ConnectionChange[] = [];
+    const stopListening = sdk.onConnectionChange((change) => changes.push(change));
+    const prompt = 'a story cut once [tokens=300] [rate=1500]';
+    const stream = sdk.chat(prompt);
+    const events = await collect(stream, (received) => {
+      if (received.length === 10) cut.sever();
+    });
+    await expectWhole(stream, events, prompt);
+    // The stream unsubscribed at its end; the SDK then closes the socket.
+    await until(() => changes.at(-1)?.status === 'idle', 'the connection to go idle');
+    expect(changes.map((change) => change.status)).toEqual(['connecting', 'connected', 'reconnecting', 'connected', 'idle']);
+    expect(changes[2]!.reason).toMatch(/^connection closed \(code \d+/);
+
+    stopListening();
+    const later: ConnectionChange[] = [];
+    sdk.onConnectionChange((change) => later.push(change));
+    sdk.close();
+    expect(later).toEqual([{ status: 'closed' }]);
+    expect(changes.map((change) => change.status)).toEqual(['connecting', 'connected', 'reconnecting', 'connected', 'idle']);
+  });
+
+  it('goes from connecting to idle, saying why, when the first connection cannot be made', async () => {
+    const refusing = await proxy();
+    refusing.mode = 'refuse';
+    const sdk = client({ realtimeUrl: refusing.url('/graphql/realtime', 'ws') });
+    const changes: ConnectionChange[] = [];
+    sdk.onConnectionChange((change) => changes.push(change));
+    const stream = sdk.resume('no-such-conversation-needed');
+    await expect(stream.result).rejects.toMatchObject({ code: 'ConnectionFailed' });
+    expect(changes.map((change) => change.status)).toEqual(['connecting', 'idle']);
+    expect(changes[1]!.reason).toMatch(/^Could not connect to ws:\/\/127\.0\.0\.1:\d+\/graphql\/realtime \(/);
   });
 });
 
