@@ -6,7 +6,25 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
-import { LongrunClientError } from '../client/index.js';
+import { LongrunClientError, type LongrunClient } from '../client/index.js';
+
+/**
+ * Says through `status` (stderr) when the connection drops while a stream runs, and when it is
+ * back: the SDK reconnects and backfills by itself, but a person watching a stalled answer should
+ * know why it stalled.
+ */
+export function reportConnection(client: LongrunClient, status: (line: string) => void): void {
+  let dropped = false;
+  client.onConnectionChange((change) => {
+    if (change.status === 'reconnecting') {
+      dropped = true;
+      status(`connection lost (${change.reason ?? 'no reason given'}); reconnecting`);
+    } else if (change.status === 'connected' && dropped) {
+      dropped = false;
+      status('reconnected; the answer goes on from the last event received');
+    }
+  });
+}
 
 /** The GraphQL endpoint of a gateway started with `longrun serve` and its defaults. */
 export const DEFAULT_URL = 'http://127.0.0.1:4000/graphql';

@@ -15,6 +15,7 @@ import {
   parsing,
   processContext,
   readAll,
+  reportConnection,
   reportFailure,
   resolveConnection,
   UsageError,
@@ -80,6 +81,7 @@ export async function chat(argv: string[], context: CommandContext = processCont
     const temperature = values.temperature === undefined ? undefined : decimal('--temperature', values.temperature);
     connection = resolveConnection(values, context);
     client = createClient(connection);
+    reportConnection(client, status);
     return await run(client, prompt, {
       conversationId: values.conversation,
       system: values.system,

@@ -12,6 +12,7 @@ import {
   flushed,
   parsing,
   processContext,
+  reportConnection,
   reportFailure,
   resolveConnection,
   UsageError,
@@ -50,6 +51,7 @@ export async function replay(argv: string[], context: CommandContext = processCo
     const status = (line: string): void => {
       if (!values.quiet) context.stderr.write(`${line}\n`);
     };
+    reportConnection(client, status);
 
     if (values.json) {
       const stream = client.resume(conversationId, { afterSeq: 0 });

@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { simulatedAnswer } from '../../src/providers/simulated.js';
 import { EVENTS_QUERY, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { closedPort, expectedText, until } from '../client/helpers.js';
+import { closedPort, expectedText, TcpProxy, until } from '../client/helpers.js';
 
 // Inside the project, so that the bundles' imports of packages (ws, ...) resolve from node_modules.
 const BUNDLES = join(PROJECT_ROOT, 'node_modules', '.cache', 'longrun-cli-test');
@@ -182,6 +182,27 @@ describe('longrun chat', () => {
     expect(conversation.turns).toEqual([{ turn: 1, status: 'CANCELLED' }]);
     expect(stdout).toBe(conversation.messages[1]?.content ?? '');
     expect(stderr).toContain('cancelling the turn');
+  });
+
+  it('says on stderr when the connection drops and when it is back, and still writes the whole answer', async () => {
+    const proxy = await TcpProxy.start(test.endpoints.port);
+    try {
+      const prompt = 'a story told over a bad line [tokens=400] [rate=200]';
+      const running = start(['chat', prompt], { env: environment({ LONGRUN_URL: proxy.url(), LONGRUN_API_KEY: test.apiKey }) });
+      await until(() => running.stdout().length > 200, 'the first part of the answer');
+      proxy.sever();
+      const { code, stdout, stderr } = await running.finished;
+      expect(code, stderr).toBe(0);
+      expect(stdout).toBe(expectedText(prompt));
+      const lines = stderr.split('\n');
+      const lost = lines.findIndex((line) => /^connection lost \(connection closed \(code \d+.*\)\); reconnecting$/.test(line));
+      const back = lines.indexOf('reconnected; the answer goes on from the last event received');
+      expect(lost, stderr).toBeGreaterThanOrEqual(0);
+      expect(back, stderr).toBeGreaterThan(lost);
+      expect(lines.at(-2), stderr).toMatch(/^COMPLETE · /);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('a wrong API key gives one clear line and a non-zero exit', async () => {
