@@ -1,6 +1,6 @@
 /**
- * Function of startConversation, after invokeWorker: when the worker could not be started (Lambda
- * refused the Event invocation), ends the turn reserveTurn reserved, ERROR in the conversation and
+ * Function of startConversation, after invokeWorker: when the worker could not be started (the
+ * Invoke call itself failed), ends the turn reserveTurn reserved, ERROR in the conversation and
  * in the turn's entry, so that the conversation takes a new turn at once; then answers
  * WorkerUnavailable. The turn has no events: nothing ran. Otherwise it does nothing.
  * Data source: the conversations table.

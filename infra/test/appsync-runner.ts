@@ -57,7 +57,7 @@ export interface RunnerOptions {
   env: Record<string, string>;
   /** Runs a RequestResponse invocation of the worker Lambda (Event invocations are only recorded). */
   invoke?: (payload: unknown) => Promise<unknown>;
-  /** When it returns a message, Lambda refuses the next Event invocation with it (throttled, say). */
+  /** When it returns a message, Lambda refuses the next Event invocation with it (a service error, say). */
   refuseEvent?: () => string | undefined;
 }
 
@@ -96,7 +96,7 @@ export function createAppSyncRunner(options: RunnerOptions) {
       invocations.push({ invocationType: invoke.invocationType, payload });
       if (invoke.invocationType === 'Event') {
         const refused = options.refuseEvent?.();
-        return { result: null, error: refused === undefined ? undefined : { type: 'Lambda:TooManyRequestsException', message: refused } };
+        return { result: null, error: refused === undefined ? undefined : { type: 'Lambda:ServiceException', message: refused } };
       }
       if (options.invoke === undefined) throw new Error('a RequestResponse invocation, but the runner has no invoke');
       try {

@@ -200,14 +200,14 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
 
   it('ends the turn it reserved when Lambda refuses the invocation, answers WorkerUnavailable, and takes the next turn at once', async () => {
     const conversationId = randomUUID();
-    refuseEvent = 'Rate Exceeded.';
+    refuseEvent = 'Service unavailable.';
     try {
       expect(await start({ prompt: 'hello', conversationId })).toEqual({
         data: null,
         errors: [
           {
             errorType: 'WorkerUnavailable',
-            message: 'The turn was reserved but the worker could not be started (Rate Exceeded.). The turn was ended; start it again.',
+            message: 'The turn was reserved but the worker could not be started (Service unavailable.). The turn was ended; start it again.',
           },
         ],
       });
