@@ -68,6 +68,8 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
   let dynamo: DynamoDbLocal;
   let store: Store;
   let runner: ReturnType<typeof createAppSyncRunner>;
+  /** The worker Lambda's handler on the same store; it runs RequestResponse invocations (deleteConversation), and tests run Event ones with it. */
+  let handler: ReturnType<typeof createHandler>;
   /** Set: Lambda refuses Event invocations with this message. */
   let refuseEvent: string | undefined;
 
@@ -78,7 +80,7 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
     env.EVENTS_TABLE = tables.events;
     store = createDynamoDbStore({ client: dynamo.client, tables, ttlDays: 3, now: () => now });
     // RequestResponse invocations (deleteConversation) run the real Lambda handler on the same store.
-    const handler = createHandler({ store, provider: createSimulatedProvider(), publisher: { publish: async () => undefined }, logger: silentLogger });
+    handler = createHandler({ store, provider: createSimulatedProvider(), publisher: { publish: async () => undefined }, logger: silentLogger });
     runner = createAppSyncRunner({ client: dynamo.client, tables, env, invoke: (payload) => handler(payload), refuseEvent: () => refuseEvent });
     clock.now = () => now;
   });
@@ -172,8 +174,7 @@ describe.skipIf(unavailable !== undefined)(`resolvers against DynamoDB Local${un
       expect(await store.turnContext(conversationId, 2)).toEqual({ history: [{ turn: 1, role: 'user', content: 'first question' }], lastSeq: 3 });
 
       // The worker runs the new turn as it would any other.
-      const worker = createHandler({ store, provider: createSimulatedProvider(), publisher: { publish: async () => undefined }, logger: silentLogger });
-      await worker(runner.invocations.at(-1)!.payload as never);
+      await handler(runner.invocations.at(-1)!.payload as never);
       const after = await store.getConversation(conversationId);
       expect(after).toMatchObject({ status: 'COMPLETE', turns: [{ status: 'ERROR' }, { status: 'COMPLETE' }] });
       const ended = await store.listEvents(conversationId, 3);
