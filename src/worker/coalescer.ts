@@ -17,7 +17,9 @@
  * of queueing more of them, so the delay stays at one hand-over rather than growing with the
  * queue. (`flushBytes` still bound a chunk's size, and `flushMs` 0 queues every delta.)
  *
- * The coalescer never splits a delta, so a multi-byte character is never cut.
+ * The coalescer never splits a delta, so a multi-byte character is never cut. A chunk held for its
+ * slot goes at the first tick of `SLOT_TICK_MS` (2 ms) after it, on a timer shared with every
+ * coalescer due in that tick.
  */
 export interface CoalescerOptions {
   /** The pace: on average at most one chunk per this many milliseconds; 0 sends every delta. */
@@ -48,7 +50,9 @@ export class Coalescer {
   private countedDeltas = 0;
   private countedBytes = 0;
   private uncountedBound = 0;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** The tick this coalescer waits for (`slotTicks`), while a chunk is held for its slot. */
+  private waitingFor: number | undefined;
+  private readonly onSlot = (): void => this.flushWhenFree();
   /** The next chunk's slot (performance.now()); -Infinity before the first chunk. */
   private nextSlot = Number.NEGATIVE_INFINITY;
   /** The chain of flushes, so chunks are written in order and errors surface in `drain`. */
@@ -68,11 +72,11 @@ export class Coalescer {
     this.uncountedBound += 3 * delta.length;
     const { flushBytes } = this.options;
     const full = this.countedBytes + this.uncountedBound >= flushBytes && this.countBytes() >= flushBytes;
-    if (this.timer !== undefined && !full) return;
+    if (this.waitingFor !== undefined && !full) return;
     const wait = this.nextSlot - (this.options.burst ?? BURST_SLOTS) * this.options.flushMs - performance.now();
     if (full) this.flushNow();
     else if (wait <= 0) this.flushWhenFree();
-    else this.timer = setTimeout(() => this.flushWhenFree(), wait);
+    else this.waitingFor = slotTicks.add(this.onSlot, wait);
   }
 
   /** The first error a flush raised, if any; the worker checks it to stop the turn early. */
@@ -88,10 +92,10 @@ export class Coalescer {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  /** Stops the timer without flushing. */
+  /** Stops waiting for the slot, without flushing. */
   dispose(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.waitingFor !== undefined) slotTicks.cancel(this.onSlot, this.waitingFor);
+    this.waitingFor = undefined;
   }
 
   /** Counts the deltas not counted yet; returns the exact UTF-8 bytes buffered. */
@@ -135,3 +139,41 @@ export class Coalescer {
     });
   }
 }
+
+/**
+ * When the chunks held for their slots go: one Node timer per tick of `SLOT_TICK_MS` for every
+ * coalescer due in it, not one timer per coalescer. Under load thousands of turns each wait for a
+ * slot twenty times a second; a timer apiece (a `Timeout`, its closure, an entry in Node's timer
+ * lists) was measurable on the event loop (docs/benchmarks.md). A chunk goes at most one tick after
+ * its slot.
+ */
+export const SLOT_TICK_MS = 2;
+
+class SlotTicks {
+  private readonly due = new Map<number, Set<() => void>>();
+
+  /** Calls `run` at the first tick at least `waitMs` from now; returns the tick, for `cancel`. */
+  add(run: () => void, waitMs: number): number {
+    const tick = Math.ceil((performance.now() + waitMs) / SLOT_TICK_MS);
+    let runs = this.due.get(tick);
+    if (runs === undefined) {
+      runs = new Set();
+      this.due.set(tick, runs);
+      setTimeout(() => this.fire(tick), tick * SLOT_TICK_MS - performance.now());
+    }
+    runs.add(run);
+    return tick;
+  }
+
+  cancel(run: () => void, tick: number): void {
+    this.due.get(tick)?.delete(run);
+  }
+
+  private fire(tick: number): void {
+    const runs = this.due.get(tick);
+    this.due.delete(tick);
+    if (runs !== undefined) for (const run of runs) run();
+  }
+}
+
+const slotTicks = new SlotTicks();

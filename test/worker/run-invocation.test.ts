@@ -389,6 +389,40 @@ describe('Coalescer', () => {
     expect(flushed[1]!.at).toBeGreaterThanOrEqual(55);
   });
 
+  it('sends the held chunks of many turns due at the same moment, each at or after its slot, and none of a disposed one', async () => {
+    const sent: string[][] = Array.from({ length: 50 }, () => []);
+    const slotAt: number[] = [];
+    const sentAt: number[] = [];
+    const coalescers = sent.map(
+      (chunks, index) =>
+        new Coalescer({
+          flushMs: 40,
+          flushBytes: 4096,
+          burst: 0,
+          flush: async (text) => {
+            chunks.push(text);
+            if (text === 'b') sentAt[index] = performance.now();
+          },
+        }),
+    );
+    for (const [index, coalescer] of coalescers.entries()) {
+      coalescer.push('a'); // the first chunk goes at once; the next slot is 40 ms on
+      slotAt[index] = performance.now() + 40;
+      coalescer.push('b');
+    }
+    coalescers[7]!.dispose();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(sent.every((chunks) => chunks.join() === 'a')).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    for (const [index, chunks] of sent.entries()) {
+      expect(chunks).toEqual(index === 7 ? ['a'] : ['a', 'b']);
+      // Node's timers count whole milliseconds, so a timer may fire up to 1 ms early.
+      if (index !== 7) expect(sentAt[index]).toBeGreaterThanOrEqual(slotAt[index]! - 1);
+    }
+    await coalescers[7]!.drain();
+    expect(sent[7]).toEqual(['a', 'b']);
+  });
+
   it('never splits a delta and keeps order when flushes are slow', async () => {
     const flushed: string[] = [];
     const coalescer = new Coalescer({
