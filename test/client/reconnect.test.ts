@@ -158,6 +158,36 @@ describe('onConnectionChange', () => {
     expect(changes.map((change) => change.status)).toEqual(['connecting', 'connected', 'reconnecting', 'connected', 'idle']);
   });
 
+  it('keeps telling the other listeners when one throws, and rethrows its error outside the SDK', async () => {
+    // The SDK rethrows a listener's error from a timer of its own (no delay given), so that it
+    // reaches the host's error reporting without breaking the connection; those timers are held
+    // here instead of run, since vitest fails a run on any uncaught error.
+    const rethrows: Array<() => void> = [];
+    const realSetTimeout = globalThis.setTimeout;
+    const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((...args: Parameters<typeof setTimeout>) => {
+      if (args.length === 1) {
+        rethrows.push(args[0] as () => void);
+        return realSetTimeout(() => undefined, 0);
+      }
+      return realSetTimeout(...args);
+    }) as typeof setTimeout);
+    cleanUps.push(() => spy.mockRestore());
+    const sdk = client({});
+    const changes: ConnectionChange[] = [];
+    sdk.onConnectionChange(() => {
+      throw new Error('a broken listener');
+    });
+    sdk.onConnectionChange((change) => changes.push(change));
+    const prompt = 'a listener throws [tokens=40] [rate=2000]';
+    const stream = sdk.chat(prompt);
+    await expectWhole(stream, await collect(stream), prompt);
+    await until(() => changes.at(-1)?.status === 'idle', 'the connection to go idle');
+    spy.mockRestore();
+    expect(changes.map((change) => change.status)).toEqual(['connecting', 'connected', 'idle']);
+    expect(rethrows).toHaveLength(3);
+    for (const rethrow of rethrows) expect(rethrow).toThrow('a broken listener');
+  });
+
   it('goes from connecting to idle, saying why, when the first connection cannot be made', async () => {
     const refusing = await proxy();
     refusing.mode = 'refuse';
