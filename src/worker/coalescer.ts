@@ -150,29 +150,32 @@ export class Coalescer {
 export const SLOT_TICK_MS = 2;
 
 class SlotTicks {
-  private readonly due = new Map<number, Set<() => void>>();
+  private readonly due = new Map<number, { runs: Set<() => void>; timer: ReturnType<typeof setTimeout> }>();
 
   /** Calls `run` at the first tick at least `waitMs` from now; returns the tick, for `cancel`. */
   add(run: () => void, waitMs: number): number {
     const tick = Math.ceil((performance.now() + waitMs) / SLOT_TICK_MS);
-    let runs = this.due.get(tick);
-    if (runs === undefined) {
-      runs = new Set();
-      this.due.set(tick, runs);
-      setTimeout(() => this.fire(tick), tick * SLOT_TICK_MS - performance.now());
+    let entry = this.due.get(tick);
+    if (entry === undefined) {
+      entry = { runs: new Set(), timer: setTimeout(() => this.fire(tick), tick * SLOT_TICK_MS - performance.now()) };
+      this.due.set(tick, entry);
     }
-    runs.add(run);
+    entry.runs.add(run);
     return tick;
   }
 
+  /** Forgets `run`; a tick nobody waits for any more stops its timer, so it holds no process open. */
   cancel(run: () => void, tick: number): void {
-    this.due.get(tick)?.delete(run);
+    const entry = this.due.get(tick);
+    if (entry === undefined || !entry.runs.delete(run) || entry.runs.size > 0) return;
+    clearTimeout(entry.timer);
+    this.due.delete(tick);
   }
 
   private fire(tick: number): void {
-    const runs = this.due.get(tick);
+    const entry = this.due.get(tick);
     this.due.delete(tick);
-    if (runs !== undefined) for (const run of runs) run();
+    if (entry !== undefined) for (const run of entry.runs) run();
   }
 }
 

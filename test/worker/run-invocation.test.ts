@@ -423,6 +423,18 @@ describe('Coalescer', () => {
     expect(sent[7]).toEqual(['a', 'b']);
   });
 
+  it('stops the timer of a held chunk when disposed, so nothing holds the process open', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length;
+    const before = timers();
+    const coalescer = new Coalescer({ flushMs: 60_000, flushBytes: 4096, burst: 0, flush: async () => undefined });
+    coalescer.push('a'); // goes at once
+    coalescer.push('b'); // held for its slot, a minute on
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(timers()).toBe(before + 1);
+    coalescer.dispose();
+    expect(timers()).toBe(before);
+  });
+
   it('never splits a delta and keeps order when flushes are slow', async () => {
     const flushed: string[] = [];
     const coalescer = new Coalescer({
