@@ -71,6 +71,16 @@ function scenarioTable(scenario: ScenarioResult, servers: ServerKind[], rows: Ro
   return lines.join('\n');
 }
 
+/** With rounds: each round's figure, in the order run, under the table of median rounds. */
+function roundsNote(scenario: ScenarioResult): string {
+  const figure = scenario.roundFigure;
+  if (!figure || figure.values.length < 2) return '';
+  const rounds = figure.values.map(
+    (round, index) => `${index + 1}: ${round.map((entry) => `${entry.server} ${entry.value === null ? 'failed' : ms(entry.value)}`).join(', ')}`,
+  );
+  return `\n\nEach server's column is its median round of ${figure.values.length} by ${figure.label}; the rounds, each server's runs in the order run: ${rounds.join(' · ')}.`;
+}
+
 function parameters(values: Record<string, unknown>): string {
   return Object.entries(values)
     .map(([key, value]) => `${key} ${Array.isArray(value) ? value.join(', ') : String(value)}`)
@@ -131,10 +141,10 @@ export function renderMarkdown(results: Results): string {
     out.push('');
   }
   if (scenarios.s1) {
-    out.push(`## ${scenarios.s1.title}`, '', parameters(scenarios.s1.parameters), '', scenarioTable(scenarios.s1, servers, [...LATENCY_ROWS, ...CORRECTNESS_ROWS, ...RESOURCE_ROWS]), '');
+    out.push(`## ${scenarios.s1.title}`, '', parameters(scenarios.s1.parameters), '', scenarioTable(scenarios.s1, servers, [...LATENCY_ROWS, ...CORRECTNESS_ROWS, ...RESOURCE_ROWS]) + roundsNote(scenarios.s1), '');
   }
   if (scenarios.s2) {
-    out.push(`## ${scenarios.s2.title}`, '', parameters(scenarios.s2.parameters), '', scenarioTable(scenarios.s2, servers, [...THROUGHPUT_ROWS, ...LATENCY_ROWS, ...CORRECTNESS_ROWS, ...RESOURCE_ROWS]), '');
+    out.push(`## ${scenarios.s2.title}`, '', parameters(scenarios.s2.parameters), '', scenarioTable(scenarios.s2, servers, [...THROUGHPUT_ROWS, ...LATENCY_ROWS, ...CORRECTNESS_ROWS, ...RESOURCE_ROWS]) + roundsNote(scenarios.s2), '');
   }
   if (scenarios.s3) {
     out.push(`## ${scenarios.s3.title}`, '', parameters(scenarios.s3.parameters), '', scenarioTable(scenarios.s3, servers, [...THROUGHPUT_ROWS, ...LATENCY_ROWS, ...CORRECTNESS_ROWS, ...RESOURCE_ROWS]), '');
