@@ -89,18 +89,21 @@ function parameters(values: Record<string, unknown>): string {
 
 function saturationTables(scenario: SaturationResult, servers: ServerKind[]): string {
   const lines = [
-    '| server | tokens/s per conversation | offered tokens/s | delivered tokens/s | messages/s | token p99 (ms) | schedule lag p99 (ms) | delivery p99 (ms) | lost | server CPU | loop thread CPU | server loop delay max (ms) | load CPU | others\' CPU | verdict |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| server | tokens/s per conversation | run | offered tokens/s | delivered tokens/s | messages/s | token p99 (ms) | schedule lag p99 (ms) | delivery p99 (ms) | lost | server CPU | loop thread CPU | server loop delay max (ms) | load CPU | others\' CPU | verdict |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ];
   for (const kind of servers) {
     for (const step of scenario.steps[kind] ?? []) {
       const m = step.measurement;
+      // A step decided by more than one run says so on its last.
+      const why = step.run > 1 && step.stepHeld !== undefined ? `${step.why}; the step ${step.stepHeld ? 'held' : 'did not hold'}` : step.why;
+      const run = String(step.run);
       if ('error' in m) {
-        lines.push(`| ${kind} | ${step.rate} | ${count(step.offeredTokensPerSecond)} | — | — | — | — | — | — | — | — | — | — | — | ${step.why} |`);
+        lines.push(`| ${kind} | ${step.rate} | ${run} | ${count(step.offeredTokensPerSecond)} | — | — | — | — | — | — | — | — | — | — | — | ${why} |`);
         continue;
       }
       lines.push(
-        `| ${kind} | ${step.rate} | ${count(step.offeredTokensPerSecond)} | ${count(m.load.tokensPerSecond)} | ${count(m.load.messagesPerSecond)} | ${ms(m.load.tokenLatency.p99)} | ${ms(m.load.scheduleLag.p99)} | ${ms(m.load.deliveryLatency.p99)} | ${count(m.load.lostTokens)} | ${percent(m.serverCpuPercent)} | ${percent(m.serverLoopThreadCpuPercent)} | ${ms(m.serverLoopDelayMaxMs)} | ${percent(m.load.loadCpuPercent)} | ${percent(m.otherCpuPercent)} | ${step.why} |`,
+        `| ${kind} | ${step.rate} | ${run} | ${count(step.offeredTokensPerSecond)} | ${count(m.load.tokensPerSecond)} | ${count(m.load.messagesPerSecond)} | ${ms(m.load.tokenLatency.p99)} | ${ms(m.load.scheduleLag.p99)} | ${ms(m.load.deliveryLatency.p99)} | ${count(m.load.lostTokens)} | ${percent(m.serverCpuPercent)} | ${percent(m.serverLoopThreadCpuPercent)} | ${ms(m.serverLoopDelayMaxMs)} | ${percent(m.load.loadCpuPercent)} | ${percent(m.otherCpuPercent)} | ${why} |`,
       );
     }
   }
