@@ -52,6 +52,8 @@ export interface LoadSpec {
   deadlineMs: number;
   /** Names the conversations of this run. */
   runId: string;
+  /** Tokens of the warm-up conversation run before measuring (`WARM_UP_TOKENS` by default). */
+  warmUpTokens?: number;
 }
 
 /** What one measurement found. */
@@ -393,7 +395,7 @@ async function storedLastSeq(conversationId: string): Promise<number | undefined
 }
 
 /**
- * Tokens of the warm-up conversation. With 200, S1 measured a gateway whose token path ran mostly
+ * Tokens of the warm-up conversation, unless the spec says otherwise. With 200, S1 measured a gateway whose token path ran mostly
  * unoptimised: V8 optimised 83 of its functions in the whole run (`--trace-opt`), 31 of them
  * during the ten measured seconds, as 100 tokens a second slowly made them hot. With 3,000 it
  * optimised 137, 113 of them by the end of the warm-up, and S1's token p50 fell from 0.42–0.45 ms
@@ -402,15 +404,16 @@ async function storedLastSeq(conversationId: string): Promise<number | undefined
 const WARM_UP_TOKENS = 3000;
 
 /**
- * Runs one conversation with its own subscriber before measuring (3 s at 1,000 tokens/s), so that
+ * Runs one conversation with its own subscriber before measuring (1,000 tokens a second), so that
  * neither the server nor this process is measured while its JIT compiler is still warming up.
  */
 async function warmUp(index: number): Promise<void> {
-  const prompt = `[stamp][tokens=${WARM_UP_TOKENS}][rate=1000][ttft=0] warm-up ${spec.runId}`;
+  const tokens = spec.warmUpTokens ?? WARM_UP_TOKENS;
+  const prompt = `[stamp][tokens=${tokens}][rate=1000][ttft=0] warm-up ${spec.runId}`;
   const conversation: Conversation = {
     id: `${spec.runId}-warm-up`,
     prompt,
-    tokenCount: WARM_UP_TOKENS,
+    tokenCount: tokens,
     textHash: FNV_OFFSET,
     intervalMs: 1,
     subscriptions: [],
