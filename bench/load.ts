@@ -395,11 +395,11 @@ async function storedLastSeq(conversationId: string): Promise<number | undefined
 }
 
 /**
- * Tokens of the warm-up conversation, unless the spec says otherwise. With 200, S1 measured a gateway whose token path ran mostly
- * unoptimised: V8 optimised 83 of its functions in the whole run (`--trace-opt`), 31 of them
- * during the ten measured seconds, as 100 tokens a second slowly made them hot. With 3,000 it
- * optimised 137, 113 of them by the end of the warm-up, and S1's token p50 fell from 0.42–0.45 ms
- * to 0.30–0.44 ms (three runs each).
+ * Tokens of the warm-up conversation, unless the spec says otherwise. With 200, S1 measured a
+ * gateway whose token path ran mostly unoptimised: V8 optimised 83 of its functions in the whole
+ * run (`--trace-opt`), 31 of them during the ten measured seconds, as 100 tokens a second slowly
+ * made them hot. With 3,000 it optimised 137, 113 of them by the end of the warm-up, and S1's
+ * token p50 fell from 0.42–0.45 ms to 0.30–0.44 ms (three runs each).
  */
 const WARM_UP_TOKENS = 3000;
 
