@@ -26,6 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { now, type ChildMessage, type ControlMessage, type ProcessStats, type ServerKind, type ServerReady } from './common.js';
+import { median, medianRun, roundDifferences, stepOutcome } from './decide.js';
 import type { LoadResult, LoadSpec } from './load.js';
 import { summariseProfile, type ProfileSummary } from './profile.js';
 import type { PublisherResult, PublisherSpec } from './publisher-cost.js';
@@ -577,11 +578,12 @@ async function inRounds(
     for (const kind of order) results.push(await attempt(kind, count > 1 ? `${name}.${round + 1}` : name, () => run(kind)));
     rounds.push(results);
   }
-  const value = (row: Measurement | FailedMeasurement): number => (isMeasurement(row) ? figure.read(row) : Number.POSITIVE_INFINITY);
-  const rows = servers.map((kind) => {
-    const runs = rounds.map((round) => round.find((row) => row.server === kind)!).sort((a, b) => value(a) - value(b));
-    return runs[Math.floor((runs.length - 1) / 2)]!;
-  });
+  const rows = servers.map((kind) =>
+    medianRun(
+      rounds.map((round) => round.find((row) => row.server === kind)!),
+      (row) => (isMeasurement(row) ? figure.read(row) : undefined),
+    ),
+  );
   return {
     rows,
     rounds,
@@ -669,21 +671,15 @@ async function scenarioS4(): Promise<SaturationResult> {
       // A step whose first run does not hold is run again, up to `runsToDecide` runs in all, and
       // holds if most of them do: one stall of a loop fails a run, and on this machine that
       // decided whole ladders. (It stops as soon as the majority is known either way.)
-      const runs = [await once(1)];
-      const majority = Math.floor(runsToDecide / 2) + 1;
-      if (!runs[0]!.held) {
-        while (runs.length < runsToDecide) {
-          const held = runs.filter((step) => step.held).length;
-          const failed = runs.length - held;
-          if (held >= majority || failed >= majority) break;
-          runs.push(await once(runs.length + 1));
-        }
+      const runs: SaturationStep[] = [];
+      let outcome = stepOutcome([], runsToDecide);
+      while (outcome.more) {
+        runs.push(await once(runs.length + 1));
+        outcome = stepOutcome(runs.map((step) => step.held), runsToDecide);
       }
-      const heldRuns = runs.filter((step) => step.held);
-      const stepHeld = runs.length === 1 ? runs[0]!.held : heldRuns.length >= majority;
-      runs.at(-1)!.stepHeld = stepHeld;
-      if (!stepHeld) break;
-      const measurement = heldRuns[0]!.measurement;
+      runs.at(-1)!.stepHeld = outcome.held;
+      if (!outcome.held) break;
+      const measurement = runs.find((step) => step.held)!.measurement;
       if (!('error' in measurement)) {
         result.held[kind] = {
           offeredTokensPerSecond: conversations * rate,
@@ -805,10 +801,6 @@ const roundValues = (scenario: ScenarioResult | undefined, kind: ServerKind): nu
     .map((round) => round.find((entry) => entry.server === kind))
     .filter((entry) => entry !== undefined)
     .map((entry) => entry.value ?? Number.POSITIVE_INFINITY);
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)]!;
-}
 const signed = (value: number): string => (Number.isFinite(value) ? `${value >= 0 ? '+' : ''}${value.toFixed(3)}` : 'failed');
 const signless = (value: number): string => (Number.isFinite(value) ? value.toFixed(3) : 'failed');
 
@@ -881,8 +873,7 @@ function checkTargets(results: Results): TargetCheck[] {
   const s1Longrun = roundValues(s1, 'longrun');
   const s1Floor = roundValues(s1, 'bare-ws');
   if (s1Longrun.length > 0 && s1Longrun.length === s1Floor.length) {
-    // A round where either failed counts as the worst.
-    const differences = s1Longrun.map((value, round) => (Number.isFinite(value) && Number.isFinite(s1Floor[round]) ? value - s1Floor[round]! : Number.POSITIVE_INFINITY));
+    const differences = roundDifferences(s1Longrun, s1Floor);
     const difference = median(differences);
     checks.push({
       target: 'S1 p99 within 1 ms of the floor',
