@@ -821,12 +821,7 @@ function checkTargets(results: Results): TargetCheck[] {
   const { s1, s2, s3, s4, idle } = results.scenarios;
   const stepRows = (...kinds: ServerKind[]) => kinds.flatMap((kind) => (s4?.steps[kind] ?? []).map((step) => step.measurement));
   const all: Measurement[] = [];
-  for (const scenario of [s1, s2, s3]) {
-    for (const round of scenario?.rounds ?? [scenario?.rows ?? []]) {
-      const row = round.find((candidate) => candidate.server === 'longrun');
-      if (isMeasurement(row)) all.push(row);
-    }
-  }
+  for (const scenario of [s1, s2, s3]) all.push(...roundRows(scenario, 'longrun').filter(isMeasurement));
   for (const step of s4?.steps.longrun ?? []) if (step.held && isMeasurement(step.measurement)) all.push(step.measurement);
   if (all.length > 0) {
     const lost = all.reduce((sum, row) => sum + row.load.lostTokens + row.load.seqGaps + row.load.corruptSubscriptions + (row.load.storeMismatches ?? 0), 0);
