@@ -266,6 +266,31 @@ function onEvent(subscription: Subscription, event: any, receivedAt: number): vo
   }
 }
 
+/**
+ * Messages are stamped as they arrive and read (parsed, checked, counted) in the check phase that
+ * follows the loop's I/O. This one process plays every client: a message read before the next one
+ * is stamped would charge that next message with the reading of every message before it in the
+ * same turn of the loop, hundreds when a server writes a loop turn's worth at once. That is the
+ * load generator's work, not the server's, and real clients each read their own.
+ */
+let arrivals: Array<{ read: (data: Buffer, receivedAt: number) => void; data: Buffer; receivedAt: number }> = [];
+let readScheduled = false;
+
+function arrive(read: (data: Buffer, receivedAt: number) => void, data: Buffer): void {
+  arrivals.push({ read, data, receivedAt: now() });
+  if (!readScheduled) {
+    readScheduled = true;
+    setImmediate(readArrivals);
+  }
+}
+
+function readArrivals(): void {
+  readScheduled = false;
+  const batch = arrivals;
+  arrivals = [];
+  for (const { read, data, receivedAt } of batch) read(data, receivedAt);
+}
+
 /** Opens one connection and its one subscription; resolves once the server has registered it. */
 async function connect(
   subscription: Subscription,
@@ -285,9 +310,7 @@ async function connect(
   const expect = (type: string): Promise<void> =>
     withTimeout(new Promise<void>((resolve) => (waiter = { type, resolve })), 30_000, `no ${type} on connection ${index}`);
 
-  socket.on('message', (data: Buffer) => {
-    const receivedAt = now();
-    counters.bytes += data.length;
+  const read = (data: Buffer, receivedAt: number): void => {
     let message: any;
     try {
       message = JSON.parse(data.toString());
@@ -303,6 +326,10 @@ async function connect(
       return pending.resolve();
     }
     if (type === 'error' || type === 'connection_error' || (type === 'complete' && !subscription.done)) protocolError(data.toString());
+  };
+  socket.on('message', (data: Buffer) => {
+    counters.bytes += data.length;
+    arrive(read, data);
   });
   socket.on('error', (error) => protocolError(`socket error: ${error.message}`));
 
