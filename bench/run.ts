@@ -569,13 +569,14 @@ async function inRounds(
   name: string,
   count: number,
   figure: RoundFigure,
-  run: (kind: ServerKind) => Promise<Measurement>,
+  /** Measures `kind` once; `round` counts from 1. */
+  run: (kind: ServerKind, round: number) => Promise<Measurement>,
 ): Promise<Pick<ScenarioResult, 'rows' | 'rounds' | 'roundFigure'>> {
   const rounds: Array<Array<Measurement | FailedMeasurement>> = [];
   for (let round = 0; round < count; round += 1) {
     const order = round % 2 === 0 ? servers : [...servers].reverse();
     const results: Array<Measurement | FailedMeasurement> = [];
-    for (const kind of order) results.push(await attempt(kind, count > 1 ? `${name}.${round + 1}` : name, () => run(kind)));
+    for (const kind of order) results.push(await attempt(kind, count > 1 ? `${name}.${round + 1}` : name, () => run(kind, round + 1)));
     rounds.push(results);
   }
   const rows = servers.map((kind) =>
@@ -594,21 +595,30 @@ async function inRounds(
   };
 }
 
+/**
+ * The name of a measurement's CPU profile (`--profile`), with `longrun` where the server's name
+ * goes: `s2-longrun`, or `s2-r2-longrun` for the second of several rounds (or runs of an S4 step),
+ * so that no round's profile replaces another's.
+ */
+function profileFile(scenario: string, round: number, of: number): string {
+  return of > 1 ? `${scenario}-r${round}-longrun` : `${scenario}-longrun`;
+}
+
 async function scenarioS1(): Promise<ScenarioResult> {
   const { rate, seconds, rounds } = plan.s1;
-  const measured = await inRounds('S1', rounds, TOKEN_P99, (kind) => {
+  const measured = await inRounds('S1', rounds, TOKEN_P99, (kind, round) => {
     const spec: LoadSpec = { conversations: 1, subscribersPerConversation: 1, tokens: rate * seconds, rate, spreadMs: 0, idle: false, checkStore: kind === 'longrun', deadlineMs: deadlineFor(seconds, 0), runId: runId('s1') };
-    return measure(kind, spec, { LONGRUN_FLUSH_MS: '0' }, 's1-longrun');
+    return measure(kind, spec, { LONGRUN_FLUSH_MS: '0' }, profileFile('s1', round, rounds));
   });
   return { title: 'S1 latency: 1 conversation, 1 subscriber, LONGRUN_FLUSH_MS=0', parameters: { conversations: 1, subscribers: 1, rate, seconds, flushMs: 0, rounds }, ...measured };
 }
 
 async function scenarioS2(): Promise<ScenarioResult> {
   const { conversations, rate, seconds, rounds } = plan.s2;
-  const measured = await inRounds('S2', rounds, DELIVERY_P99, (kind) => {
+  const measured = await inRounds('S2', rounds, DELIVERY_P99, (kind, round) => {
     const spreadMs = 1000 / rate;
     const spec: LoadSpec = { conversations, subscribersPerConversation: 1, tokens: rate * seconds, rate, spreadMs, idle: false, checkStore: kind === 'longrun', deadlineMs: deadlineFor(seconds, spreadMs), runId: runId('s2') };
-    return measure(kind, spec, {}, 's2-longrun');
+    return measure(kind, spec, {}, profileFile('s2', round, rounds));
   });
   return {
     title: `S2 concurrency: ${conversations} conversations, each with its own subscriber connection, coalescing at the default 50 ms`,
@@ -662,7 +672,7 @@ async function scenarioS4(): Promise<SaturationResult> {
       const spreadMs = 1000 / rate;
       const once = async (run: number): Promise<SaturationStep> => {
         const spec: LoadSpec = { conversations, subscribersPerConversation: 1, tokens: Math.round(rate * seconds), rate, spreadMs, idle: false, checkStore: kind === 'longrun', deadlineMs: deadlineFor(seconds, spreadMs), runId: runId(`s4-${rate}`) };
-        const measurement = await attempt(kind, `S4 ${String(rate).padStart(4)}/s${run > 1 ? ` (${run} of ${runsToDecide})` : ''}`, () => measure(kind, spec, {}, `s4-${rate}-longrun`));
+        const measurement = await attempt(kind, `S4 ${String(rate).padStart(4)}/s${run > 1 ? ` (${run} of ${runsToDecide})` : ''}`, () => measure(kind, spec, {}, profileFile(`s4-${rate}`, run, runsToDecide)));
         const { held, why } = verdict(measurement, conversations * rate);
         const step: SaturationStep = { conversations, rate, offeredTokensPerSecond: conversations * rate, held, why, run, measurement };
         steps.push(step);
